@@ -311,9 +311,7 @@ class Add(Layer):
         return LayerCost(0, n * (len(in_shapes) - 1), 0, 0, n * len(in_shapes), n)
 
 
-LAYER_TYPES: Mapping[str, type[Layer]] = {
-    cls.op: cls for cls in (Conv, Linear, Pool, Activation, SqueezeExcite, Add)
-}
+LAYER_TYPES: Mapping[str, type[Layer]] = {cls.op: cls for cls in (Conv, Linear, Pool, Activation, SqueezeExcite, Add)}
 
 
 def _check_layer(layer: Layer) -> None:
@@ -435,9 +433,7 @@ class NetSpec:
             raise NetSpecError(f"{where}: top level must be an object")
         unknown = set(data) - {"format", "name", "input", "layers"}
         if unknown:
-            raise NetSpecError(
-                f"{where}: unknown field(s) {sorted(unknown)}; allowed: format, name, input, layers"
-            )
+            raise NetSpecError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: format, name, input, layers")
         fmt = data.get("format", NETSPEC_FORMAT)
         if fmt != NETSPEC_FORMAT:
             raise NetSpecError(f"{where}: field 'format': {fmt!r} is not supported; allowed: {NETSPEC_FORMAT}")
@@ -482,10 +478,8 @@ def _layer_from_json(raw: Any, source: str | None, index: int) -> Layer:
     if not isinstance(raw, Mapping):
         raise NetSpecError(f"{_where(source, index)}: each layer must be an object")
     op = raw.get("op")
-    if op not in LAYER_TYPES:
-        raise NetSpecError(
-            f"{_where(source, index)}: field 'op': unknown {op!r}; allowed: {', '.join(LAYER_TYPES)}"
-        )
+    if not isinstance(op, str) or op not in LAYER_TYPES:
+        raise NetSpecError(f"{_where(source, index)}: field 'op': unknown {op!r}; allowed: {', '.join(LAYER_TYPES)}")
     cls = LAYER_TYPES[op]
     allowed = {f.name for f in fields(cls)}
     kwargs: dict[str, Any] = {}

@@ -46,7 +46,15 @@ _V3_SMALL = (
     (5, 576, 96, True, "hswish", 1),
 )
 # (expansion t, out c, repeats n, first stride s), MobileNetV2 paper table 2.
-_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+_V2 = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 def _mobilenetv3(
@@ -79,7 +87,14 @@ def mobilenetv3_large(
 ) -> NetSpec:
     """MobileNetV3-Large as a NetSpec (219M MACs, 5.4M params at 1.0 / 224 per the paper)."""
     return _mobilenetv3(
-        _V3_LARGE, 960, 1280, f"mobilenetv3_large_{round(width * 100):03d}", width, resolution, num_classes, alignment
+        _V3_LARGE,
+        960,
+        1280,
+        f"mobilenetv3_large_{round(width * 100):03d}",
+        width,
+        resolution,
+        num_classes,
+        alignment,
     )
 
 
@@ -88,7 +103,14 @@ def mobilenetv3_small(
 ) -> NetSpec:
     """MobileNetV3-Small as a NetSpec (56M MACs, 2.5M params at 1.0 / 224 per the paper)."""
     return _mobilenetv3(
-        _V3_SMALL, 576, 1024, f"mobilenetv3_small_{round(width * 100):03d}", width, resolution, num_classes, alignment
+        _V3_SMALL,
+        576,
+        1024,
+        f"mobilenetv3_small_{round(width * 100):03d}",
+        width,
+        resolution,
+        num_classes,
+        alignment,
     )
 
 

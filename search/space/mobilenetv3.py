@@ -118,9 +118,26 @@ class MobileNetV3Config:
             base = asdict(cls.preset(str(data["preset"])))
         unknown = set(data) - allowed - {"preset"}
         if unknown:
-            raise SpaceError(f"{source}: unknown field(s) {sorted(unknown)}; allowed: preset, {', '.join(sorted(allowed))}")
+            raise SpaceError(
+                f"{source}: unknown field(s) {sorted(unknown)}; allowed: preset, {', '.join(sorted(allowed))}"
+            )
         merged = {**base, **{k: v for k, v in data.items() if k != "preset"}}
-        converted = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()}
+        defaults = cls()
+        converted: dict[str, Any] = {}
+        for key, value in merged.items():
+            default = getattr(defaults, key)
+            if isinstance(default, tuple):
+                if not isinstance(value, list | tuple):
+                    raise SpaceError(f"{source}: field '{key}': need a list, got {value!r}")
+                kind = type(default[0])
+                value = tuple(float(v) if kind is float and isinstance(v, int) else v for v in value)
+                if not all(isinstance(v, kind) or (kind is float and isinstance(v, int)) for v in value):
+                    raise SpaceError(f"{source}: field '{key}': need a list of {kind.__name__}, got {list(value)!r}")
+            elif isinstance(default, bool | str | int) and type(value) is not type(default):
+                raise SpaceError(f"{source}: field '{key}': need {type(default).__name__}, got {value!r}")
+            elif isinstance(default, float) and not isinstance(value, int | float):
+                raise SpaceError(f"{source}: field '{key}': need a number, got {value!r}")
+            converted[key] = value
         try:
             return cls(**converted)
         except SpaceError as exc:
@@ -152,7 +169,10 @@ class MobileNetV3Space(SearchSpace):
         self.max_depth = max(c.depths)
         s, d = self.num_stages, self.max_depth
         self._card = np.array(
-            [len(c.resolutions), len(c.widths)] + [len(c.depths)] * s + [len(c.kernels)] * (s * d) + [len(c.expands)] * (s * d),
+            [len(c.resolutions), len(c.widths)]
+            + [len(c.depths)] * s
+            + [len(c.kernels)] * (s * d)
+            + [len(c.expands)] * (s * d),
             dtype=np.int64,
         )
         self.depth_offset = 2
@@ -235,8 +255,12 @@ class MobileNetV3Space(SearchSpace):
         row = self.canonicalise(self.check_codes(code))[0]
         d = self.max_depth
         depths = [c.depths[row[self.depth_offset + s]] for s in range(self.num_stages)]
-        kernels = [[c.kernels[row[self.kernel_offset + s * d + j]] for j in range(depths[s])] for s in range(self.num_stages)]
-        expands = [[c.expands[row[self.expand_offset + s * d + j]] for j in range(depths[s])] for s in range(self.num_stages)]
+        kernels = [
+            [c.kernels[row[self.kernel_offset + s * d + j]] for j in range(depths[s])] for s in range(self.num_stages)
+        ]
+        expands = [
+            [c.expands[row[self.expand_offset + s * d + j]] for j in range(depths[s])] for s in range(self.num_stages)
+        ]
         return Arch.create(
             self.name,
             resolution=c.resolutions[row[0]],
@@ -262,7 +286,9 @@ class MobileNetV3Space(SearchSpace):
         active_b = self.active_slots(pb).reshape(n, sd)
         for off in (self.kernel_offset, self.expand_offset):
             cols = slice(off, off + sd)
-            take_a[:, cols] = np.where(active_a & ~active_b, True, np.where(active_b & ~active_a, False, take_a[:, cols]))
+            take_a[:, cols] = np.where(
+                active_a & ~active_b, True, np.where(active_b & ~active_a, False, take_a[:, cols])
+            )
         return self.canonicalise(np.where(take_a, pa, pb))
 
     # ---- size --------------------------------------------------------------------------------

@@ -82,11 +82,11 @@ def test_errors_name_the_layer_and_field(data, pattern):
 
 
 def test_file_errors_name_the_file(tmp_path):
-    with pytest.raises(NetSpecError, match="missing.json.*not found"):
+    with pytest.raises(NetSpecError, match=r"missing.json.*not found"):
         NetSpec.load(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(NetSpecError, match="bad.json.*not valid JSON"):
+    with pytest.raises(NetSpecError, match=r"bad.json.*not valid JSON"):
         NetSpec.load(bad)
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps(_with_layer(2, reduced=0)))
@@ -118,6 +118,8 @@ def test_constructed_layers_equal_parsed():
     assert net == NetSpec.from_json(EXAMPLE)
 
 
-@pytest.mark.parametrize(("value", "divisor", "expected"), [(16, 8, 16), (20, 8, 24), (3.2, 8, 8), (36, 16, 48), (34, 4, 36)])
+@pytest.mark.parametrize(
+    ("value", "divisor", "expected"), [(16, 8, 16), (20, 8, 24), (3.2, 8, 8), (36, 16, 48), (34, 4, 36)]
+)
 def test_make_divisible(value, divisor, expected):
     assert make_divisible(value, divisor) == expected

@@ -77,8 +77,16 @@ def test_crossover_takes_genes_from_parents(space):
 
 def test_size_matches_enumeration_on_a_small_space():
     cfg = MobileNetV3Config(
-        name="tiny", resolutions=(32,), widths=(1.0, 0.5), depths=(1, 2), kernels=(3, 5), expands=(3, 6),
-        stage_channels=(8, 16), stage_strides=(2, 2), stage_se=(False, True), stage_acts=("relu", "hswish"),
+        name="tiny",
+        resolutions=(32,),
+        widths=(1.0, 0.5),
+        depths=(1, 2),
+        kernels=(3, 5),
+        expands=(3, 6),
+        stage_channels=(8, 16),
+        stage_strides=(2, 2),
+        stage_se=(False, True),
+        stage_acts=("relu", "hswish"),
         num_classes=10,
     )
     space = MobileNetV3Space(cfg)
@@ -120,7 +128,7 @@ def test_mnist_preset_serves_28x28_inputs():
 
 def test_bad_arch_and_codes_are_named(space):
     arch = space.decode(space.sample(1, np.random.default_rng(0))[0])
-    with pytest.raises(SpaceError, match="resolution.*allowed"):
+    with pytest.raises(SpaceError, match=r"resolution.*allowed"):
         space.encode(arch.replace(resolution=100))
     with pytest.raises(SpaceError, match=r"kernels\[0\]"):
         space.encode(arch.replace(kernels=[[3]] * 5))
@@ -130,7 +138,9 @@ def test_bad_arch_and_codes_are_named(space):
 
 def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(SpaceError, match="stage_strides"):
-        MobileNetV3Config(stage_channels=(8, 16), stage_strides=(2,), stage_se=(False, True), stage_acts=("relu", "relu"))
+        MobileNetV3Config(
+            stage_channels=(8, 16), stage_strides=(2,), stage_se=(False, True), stage_acts=("relu", "relu")
+        )
     bad = tmp_path / "space.yaml"
     bad.write_text("preset: mnist\nkernal: [3]\n")
     with pytest.raises(SpaceError, match=r"space.yaml.*kernal.*allowed"):
@@ -138,3 +148,14 @@ def test_config_errors_name_the_field(tmp_path):
     good = tmp_path / "ok.yaml"
     good.write_text("preset: mnist\nkernels: [3, 5]\n")
     assert load_space(good).config.kernels == (3, 5)
+    wrong_type = tmp_path / "types.yaml"
+    wrong_type.write_text("depths: 3\n")
+    with pytest.raises(SpaceError, match=r"types.yaml: field 'depths': need a list"):
+        load_space(wrong_type)
+    wrong_item = tmp_path / "items.yaml"
+    wrong_item.write_text("kernels: [3, five]\n")
+    with pytest.raises(SpaceError, match=r"field 'kernels': need a list of int"):
+        load_space(wrong_item)
+    widths = tmp_path / "widths.yaml"
+    widths.write_text("widths: [1, 1.25]\n")
+    assert load_space(widths).config.widths == (1.0, 1.25)
