@@ -363,6 +363,8 @@ class MultiModeRuntime:
         t0 = time.perf_counter_ns()
         previous = self._active
         new = self._activate(self._loaded, mode)
+        if mode != previous.mode:
+            self._loaded.modes[mode].recorder.reset_window()
         self._active = new
         swap_us = (time.perf_counter_ns() - t0) / 1e3
         record = SwitchRecord(time.monotonic() - self._t0, previous.mode, mode, reason, swap_us)

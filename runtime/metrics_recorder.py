@@ -67,6 +67,13 @@ class LatencyRecorder:
             self._sum += seconds
             self._max = max(self._max, seconds)
 
+    def reset_window(self) -> None:
+        """Forget the rolling window (the all-time histogram stays): a mode re-entered later
+        should be judged on its new latencies, not on those of its previous stint."""
+        with self._lock:
+            self._window[:] = np.nan
+            self._next = 0
+
     def quantile_ms(self, q: float) -> float | None:
         """All-time quantile ``q`` (0..1) in ms, from the histogram (bucket geometric centre)."""
         with self._lock:

@@ -111,6 +111,8 @@ SMOOTHED_FIELDS: tuple[str, ...] = (
     "temperature_c",
     "cpu_freq_mhz",
 )
+# Smoothed slowly when falling but followed at once when rising (safety signals).
+FAST_RISE_FIELDS: tuple[str, ...] = ("temperature_c",)
 # Inclusive plausible ranges; the Sampler drops anything outside (cpu_freq_mhz must also be > 0).
 VALID_RANGES: Mapping[str, tuple[float, float]] = {
     "battery_percent": (0.0, 100.0),
@@ -608,7 +610,8 @@ class Sampler:
     Each reading is validated (``validate_signals``; each dropped field emits a ``TelemetryWarning``
     via ``warnings.warn``, so ``-W error`` or ``pytest.warns`` see them), then smoothed: numeric
     fields (``SMOOTHED_FIELDS``) by an exponential moving average ``s = alpha * x + (1 - alpha) * s``
-    seeded by the first value; ``plugged`` and ``thermal_status`` take the latest value. A field that
+    seeded by the first value, except that a rise of a ``FAST_RISE_FIELDS`` field (temperature) is
+    taken at once; ``plugged`` and ``thermal_status`` take the latest value. A field that
     is missing or dropped keeps its last good (smoothed) value, so one bad reading does not look
     like a change. ``alpha=1`` disables smoothing. With the default 0.5 s and alpha 0.3 a step
     change is 90 % through after about 7 samples (3.5 s): a one-sample CPU burst moves the smoothed
@@ -676,6 +679,10 @@ class Sampler:
             prev = self._held.get(name)
             if x is None:
                 new = prev
+            elif name in FAST_RISE_FIELDS and prev is not None and float(x) > prev:
+                # Overheating must act at once (an EMA would hide a short spike: five samples at
+                # 86 °C from 50 °C peak at 77 °C smoothed); cooling is smoothed so upgrades wait.
+                new = float(x)
             elif name in SMOOTHED_FIELDS and prev is not None:
                 new = self.alpha * float(x) + (1.0 - self.alpha) * prev
             else:

@@ -67,6 +67,7 @@ def run_demo(
     result: dict[str, Any] = {"space": space.describe(), "samples": samples, "seed": seed, "devices": {}}
     latencies = {}
     fronts = {}
+    first_costs: dict[str, np.ndarray] = {}
     for device in devices:
         t0 = time.perf_counter()
         table = SpaceCostTable(space, device)
@@ -83,6 +84,8 @@ def run_demo(
         front = idx[front_2d(costs["latency_ms"][idx], costs["macs"][idx])]
         fronts[device.name] = front
         latencies[device.name] = costs["latency_ms"]
+        if not first_costs:
+            first_costs = costs
         picks = front[np.unique(np.linspace(0, len(front) - 1, min(show, len(front))).round().astype(int))]
         points = []
         for i in picks:
@@ -142,6 +145,13 @@ def run_demo(
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
+        from search.demo_runtime import runtime_stage
+
+        first = devices[0].name
+        deadline = result["devices"][first]["references"]["mobilenetv3_large_100"]["latency_ms"]
+        result["runtime"] = runtime_stage(
+            space, devices, codes, fronts[first], first_costs, deadline, out_dir, progress
+        )
         from search.cli import write_text_atomic
 
         write_text_atomic(out_dir / "demo.json", json.dumps(result, indent=2) + "\n")
@@ -229,4 +239,8 @@ def format_demo(d: dict[str, Any]) -> str:
     ]
     if d.get("picture"):
         lines.append(f"picture: {d['picture']}")
+    if d.get("runtime"):
+        from search.demo_runtime import format_runtime_stage
+
+        lines += ["", *format_runtime_stage(d["runtime"])]
     return "\n".join(lines)

@@ -490,3 +490,19 @@ def test_sampler_thread_survives_failing_reads() -> None:
         sampler.stop()
     assert sampler.errors == 1 and isinstance(sampler.last_error, OSError)
     assert not sampler.running
+
+
+def test_temperature_rises_at_once_but_cools_smoothly():
+    from runtime.telemetry import Sampler, Signals, TraceSource
+
+    temps = [50.0, 86.0, 86.0, 50.0, 50.0]
+    now = [0.0]
+    source = TraceSource([Signals(t=float(i), temperature_c=v) for i, v in enumerate(temps)], clock=lambda: now[0])
+    sampler = Sampler(source, alpha=0.3)
+    seen = []
+    for i in range(len(temps)):
+        now[0] = float(i)
+        seen.append(sampler.step().temperature_c)
+    assert seen[:3] == [50.0, 86.0, 86.0]
+    assert seen[3] == pytest.approx(0.3 * 50 + 0.7 * 86)
+    assert seen[4] == pytest.approx(0.3 * 50 + 0.7 * seen[3])
