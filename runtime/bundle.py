@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime.netspec import DTYPE_BYTES, NetSpec, NetSpecError
+from runtime.netspec import NetSpec, NetSpecError
+from runtime.onnx_builder import SharedEntry, SharedWeights
 
 BUNDLE_FORMAT = "fleetnas.bundle/1"
 SUPPORTED_FORMATS = (BUNDLE_FORMAT,)
@@ -119,40 +120,6 @@ class ModeEntry:
 
 
 @dataclass(frozen=True)
-class SharedTensor:
-    """Where one shared tensor lives in the shared weight file."""
-
-    offset: int
-    shape: tuple[int, ...]
-    dtype: str = "float32"
-
-    @property
-    def nbytes(self) -> int:
-        """Size in bytes."""
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n * DTYPE_BYTES[self.dtype]
-
-
-@dataclass(frozen=True)
-class SharedWeightsEntry:
-    """The optional shared weight file and its tensor index."""
-
-    file: str
-    tensors: Mapping[str, SharedTensor]
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON form."""
-        return {
-            "file": self.file,
-            "tensors": {
-                k: {"offset": t.offset, "shape": list(t.shape), "dtype": t.dtype} for k, t in self.tensors.items()
-            },
-        }
-
-
-@dataclass(frozen=True)
 class Manifest:
     """A validated bundle manifest."""
 
@@ -163,7 +130,7 @@ class Manifest:
     created_at: str = ""
     device: str | None = None
     device_profile: Mapping[str, Any] | None = None
-    shared_weights: SharedWeightsEntry | None = None
+    shared_weights: SharedWeights | None = None
     format: str = BUNDLE_FORMAT
 
     @property
@@ -188,7 +155,7 @@ class Manifest:
             "device": self.device,
             "device_profile": dict(self.device_profile) if self.device_profile is not None else None,
             "modes": [m.to_json() for m in self.modes],
-            "shared_weights": self.shared_weights.to_json() if self.shared_weights else None,
+            "shared_weights": _shared_to_json(self.shared_weights) if self.shared_weights else None,
             "files": dict(self.files),
         }
 
@@ -292,13 +259,21 @@ def _parse_mode(data: Any, source: str, index: int) -> ModeEntry:
     )
 
 
-def _parse_shared(data: Any, source: str) -> SharedWeightsEntry | None:
+def _shared_to_json(shared: SharedWeights) -> dict[str, Any]:
+    """The manifest's form of a shared layout: ``{"file", "tensors": {name: {offset, shape, dtype}}}``."""
+    layout = shared.to_json()
+    return {"file": layout["location"], "tensors": layout["entries"]}
+
+
+def _parse_shared(data: Any, source: str) -> SharedWeights | None:
     if data is None:
         return None
     if not isinstance(data, Mapping):
         raise _err(source, "shared_weights", "expected an object with file and tensors, or null")
     _check_keys(data, {"file", "tensors"}, source, "shared_weights.")
     file = _require(data, "file", str, source, "shared_weights.")
+    if "/" in file or "\\" in file or file in ("", ".", ".."):
+        raise _err(source, "shared_weights.file", f"{file!r} must be a plain file name inside the bundle")
     tensors = _require(data, "tensors", Mapping, source, "shared_weights.")
     out = {}
     for name, t in tensors.items():
@@ -308,13 +283,13 @@ def _parse_shared(data: Any, source: str) -> SharedWeightsEntry | None:
         _check_keys(t, {"offset", "shape", "dtype"}, source, p)
         offset = _require(t, "offset", int, source, p)
         shape = _require(t, "shape", list, source, p)
-        dtype = t.get("dtype", "float32")
-        if offset < 0 or not all(isinstance(d, int) and d > 0 for d in shape):
-            raise _err(source, p.rstrip("."), "offset must be >= 0 and shape positive integers")
-        if dtype not in DTYPE_BYTES:
-            raise _err(source, f"{p}dtype", f"{dtype!r}; allowed: {', '.join(DTYPE_BYTES)}")
-        out[str(name)] = SharedTensor(offset, tuple(shape), dtype)
-    return SharedWeightsEntry(file, out)
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+            raise _err(source, f"{p}shape", f"expected a list of positive integers, got {shape!r}")
+        try:
+            out[str(name)] = SharedEntry(offset, tuple(shape), str(t.get("dtype", "float32")))
+        except ValueError as exc:
+            raise BundleError(f"{source}: {p.rstrip('.')}: {exc}") from None
+    return SharedWeights(file, out)
 
 
 def _parse_manifest(data: Any, source: str) -> Manifest:
@@ -351,11 +326,11 @@ def _parse_manifest(data: Any, source: str) -> Manifest:
         if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
             raise _err(source, f"files.{name}", "expected a lowercase hex sha256 digest")
     shared = _parse_shared(data.get("shared_weights"), source)
-    needed = [m.file for m in modes] + ([shared.file] if shared else [])
+    needed = [m.file for m in modes] + ([shared.location] if shared else [])
     for i, name in enumerate(needed):
         if name not in files:
             raise _err(source, "files", f"no sha256 for {name!r} (listed by the modes / shared_weights)")
-        if needed.index(name) != i and (shared is None or name != shared.file):
+        if needed.index(name) != i and (shared is None or name != shared.location):
             raise _err(source, "modes", f"two modes use the same file {name!r}")
     device_profile = data.get("device_profile")
     if device_profile is not None and not isinstance(device_profile, Mapping):
@@ -502,11 +477,11 @@ class Bundle:
                 )
         shared = self.manifest.shared_weights
         if shared is not None:
-            size = (self.root / shared.file).stat().st_size
-            for tname, t in shared.tensors.items():
+            size = (self.root / shared.location).stat().st_size
+            for tname, t in shared.entries.items():
                 if t.offset + t.nbytes > size:
                     raise BundleError(
-                        f"{shared.file}: tensor {tname!r} ends at byte {t.offset + t.nbytes} beyond the file "
+                        f"{shared.location}: tensor {tname!r} ends at byte {t.offset + t.nbytes} beyond the file "
                         f"({size} bytes; {MANIFEST} field 'shared_weights.tensors.{tname}')"
                     )
         for i, mode in enumerate(self.manifest.modes):
@@ -589,8 +564,6 @@ __all__: Sequence[str] = (
     "Expected",
     "Manifest",
     "ModeEntry",
-    "SharedTensor",
-    "SharedWeightsEntry",
     "TensorSpec",
     "pack",
     "publish_directory",

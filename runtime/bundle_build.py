@@ -34,8 +34,6 @@ from runtime.bundle import (
     Expected,
     Manifest,
     ModeEntry,
-    SharedTensor,
-    SharedWeightsEntry,
     TensorSpec,
     pack,
     publish_directory,
@@ -172,10 +170,7 @@ def build_bundle(
             if missing:
                 raise BundleError(f"build: full_weights lacks tensors {missing[:5]}{'…' if len(missing) > 5 else ''}")
             layout = ob.write_shared(staging / SHARED_FILE, {k: full[k] for k in shapes})
-            shared_entry = SharedWeightsEntry(
-                SHARED_FILE,
-                {k: SharedTensor(e.offset, tuple(e.shape), e.dtype) for k, e in layout.entries.items()},
-            )
+            shared_entry = layout
         entries = []
         for i, m in enumerate(modes):
             file = f"{m.name}.onnx"

@@ -142,7 +142,7 @@ def _describe(bundle: Any, shown_as: Path) -> dict[str, Any]:
             }
             for mode in m.modes
         ],
-        "shared_weights": m.shared_weights.file if m.shared_weights else None,
+        "shared_weights": m.shared_weights.location if m.shared_weights else None,
         "files": {
             name: {"sha256": digest, "bytes": (bundle.root / name).stat().st_size} for name, digest in m.files.items()
         },

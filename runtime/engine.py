@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from runtime.bundle import Bundle, BundleError, SharedWeightsEntry
+from runtime.bundle import Bundle, BundleError
 from runtime.metrics_recorder import LatencyRecorder
+from runtime.onnx_builder import SharedWeights, read_shared
 
 THREADING_STRATEGIES = ("no_spin", "global", "default")
 
@@ -162,16 +163,9 @@ def ensure_global_thread_pool(threading_cfg: ThreadingConfig) -> None:
             raise
 
 
-def read_shared_weights(root: Path, shared: SharedWeightsEntry) -> dict[str, np.ndarray]:
-    """The shared tensors as read-only views of one buffer holding the whole shared file."""
-    blob = np.fromfile(root / shared.file, dtype=np.uint8)
-    blob.flags.writeable = False
-    out = {}
-    for name, t in shared.tensors.items():
-        count = t.nbytes // np.dtype(t.dtype).itemsize
-        arr = np.frombuffer(blob, dtype=t.dtype, count=count, offset=t.offset).reshape(t.shape)
-        out[name] = arr
-    return out
+def read_shared_weights(root: Path, shared: SharedWeights) -> dict[str, np.ndarray]:
+    """The shared tensors as read-only views of the memory-mapped shared file (one copy for all)."""
+    return read_shared(root / shared.location, shared, mmap=True)
 
 
 class MultiModeRuntime:

@@ -34,7 +34,7 @@ def _rehash(root: Path, name: str) -> None:
 def test_built_bundle_verifies_and_describes_itself(shared_bundle):
     m = shared_bundle.manifest
     assert m.mode_names == ("high", "balanced", "low")
-    assert m.shared_weights is not None and m.shared_weights.file == "shared.bin"
+    assert m.shared_weights is not None and m.shared_weights.location == "shared.bin"
     assert set(m.files) == {"high.onnx", "balanced.onnx", "low.onnx", "shared.bin"}
     for mode in m.modes:
         assert mode.input.shape == ("batch", 1, 28, 28)
