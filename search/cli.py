@@ -234,11 +234,13 @@ def register_demo(subparsers: Subparsers) -> None:
     """Add ``fleetnas demo``: the main job on embedded defaults."""
     p = subparsers.add_parser(
         "demo",
-        help="the main job on embedded defaults: sample the space, cost on two devices, show the best trade-offs",
+        help="the main job on embedded defaults: search trade-offs on two devices, build a bundle, replay switching",
         description="Sample the Once-for-All MobileNetV3 space, cost every candidate on two device profiles "
         "with the vectorised cost models, and show the best trade-offs per device — the Pareto front of "
         "compute capacity (MACs, the stand-in for accuracy until the supernet lands) against latency, "
-        "with energy and peak memory — plus how differently the two devices rank the same networks.",
+        "with energy and peak memory — plus how differently the two devices rank the same networks. Then pick "
+        "high/balanced/low from the first device's front, build a bundle, and replay a battery/CPU/thermal trace "
+        "through the multi-mode runtime.",
         epilog="example:\n  fleetnas demo --samples 200000 --devices jetson_nano orin_nx --out out/demo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
