@@ -7,8 +7,15 @@ assignment (atomic under the GIL): requests already running finish on their mode
 the new mode, and none fail.
 
 Threading on small CPUs: several per-session intra-op pools that spin while idle fight over the
-cores (latency 3× worse on 2 vCPUs), so the default disables spinning; ``ThreadingConfig``
-offers one process-wide pool instead (``global``), or ONNX Runtime's defaults.
+cores (latency 3× worse on 2 vCPUs), so the default disables spinning (``no_spin``);
+``ThreadingConfig`` also offers one process-wide pool (``global``) or ONNX Runtime's defaults.
+Measured on the benchmark bundle (2 vCPUs, ``benchmarks/runtime_switch.py --strategy``): p50 of
+the high mode 5.77 ms no_spin, 3.87 ms global, 3.98 ms default (waking parked threads costs
+~1.5 ms a request); with two inference threads and a switching thread competing, the first
+result after a switch took 8.2 ms no_spin, 7.4 ms global, 12.1 ms default. ``global`` is the
+fastest, but it is process-wide state: once ONNX Runtime has a global pool, every other session
+in the process must set ``use_per_session_threads = False`` or its creation fails. A library
+must not impose that on the app embedding it, so ``global`` is opt-in.
 
 Weight layouts (``weight_sharing``), when the bundle has a shared weight file:
 - private (default): each session loads its mode's slices of the shared tensors and ONNX Runtime
@@ -41,10 +48,10 @@ THREADING_STRATEGIES = ("no_spin", "global", "default")
 class ThreadingConfig:
     """How ONNX Runtime uses threads.
 
-    ``no_spin``: per-session intra-op pools with spinning disabled (default; safe when an app
-    embeds several sessions). ``global``: one process-wide pool shared by every session — must
-    be set before the first ONNX Runtime session in the process. ``default``: ONNX Runtime's own
-    defaults (spinning per-session pools), for comparison.
+    ``no_spin``: per-session intra-op pools with spinning disabled (default; safe whatever else
+    the app runs). ``global``: one process-wide pool shared by every session — faster, but then
+    every ONNX Runtime session of the process must set ``use_per_session_threads = False`` (see
+    the module docstring). ``default``: ONNX Runtime's own defaults (spinning per-session pools).
     """
 
     strategy: str = "no_spin"
