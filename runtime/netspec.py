@@ -34,7 +34,10 @@ Layer fields (defaults in brackets):
 - ``conv``: ``out``, ``kernel`` [1], ``stride`` [1], ``groups`` [1], ``padding`` [kernel // 2],
   ``bias`` [false], ``bn`` [true], ``act`` [none]. ``groups == in == out`` is a depthwise conv.
 - ``linear``: ``out``, ``bias`` [true], ``act`` [none]; a spatial input is flattened.
-- ``pool``: ``kind`` (``avg`` | ``max``), ``global`` [false] or ``kernel`` / ``stride`` [kernel].
+- ``pool``: ``kind`` (``avg`` | ``max``), ``global`` [false] or ``kernel`` [2] / ``stride`` [kernel] /
+  ``padding`` [0] (each side, ``0 <= padding < kernel``) / ``count_include_pad`` [false] (an ``avg``
+  window divides by all ``kernel²`` cells, padding included, instead of by its in-bounds cells;
+  ``max`` pads with −∞). A global pool takes no padding.
 - ``act``: ``kind`` (one of ``ACTIVATIONS``).
 - ``se``: squeeze-and-excite on its input: global average pool, FC to ``reduced`` + ReLU,
   FC back + ``gate`` [hsigmoid], channel-wise multiply.
@@ -222,25 +225,30 @@ class Linear(Layer):
 
 @dataclass(frozen=True)
 class Pool(Layer):
-    """Average or max pooling, windowed or global."""
+    """Average or max pooling, windowed (optionally zero/−∞ padded) or global."""
 
     op: ClassVar[str] = "pool"
     kind: str = "avg"
     global_pool: bool = False
     kernel: int = 2
     stride: int | None = None
+    padding: int = 0
+    # ONNX AveragePool's attribute of the same name; False (also PyTorch's
+    # ``count_include_pad=False``) averages a border window over its in-bounds cells only.
+    count_include_pad: bool = False
 
     def out_shape(self, in_shapes: Sequence[Shape]) -> Shape:
         c, h, w = _single(in_shapes, self)
         if self.global_pool:
             return (c, 1, 1)
-        s = self.stride or self.kernel
-        ho, wo = (h - self.kernel) // s + 1, (w - self.kernel) // s + 1
+        s, p = self.stride or self.kernel, self.padding
+        ho, wo = (h + 2 * p - self.kernel) // s + 1, (w + 2 * p - self.kernel) // s + 1
         if ho < 1 or wo < 1:
             raise NetSpecError(f"field 'kernel': {self.kernel} does not fit the {h}x{w} input")
         return (c, ho, wo)
 
     def cost(self, in_shapes: Sequence[Shape], out: Shape) -> LayerCost:
+        # A padded border window reads fewer real cells, but the kernels run the full window.
         c, h, w = in_shapes[0]
         window = h * w if self.global_pool else self.kernel * self.kernel
         return LayerCost(0, _n_elems(out) * window, 0, 0, c * h * w, _n_elems(out))
@@ -335,8 +343,22 @@ def _check_layer(layer: Layer) -> None:
     if isinstance(layer, Pool):
         if layer.kind not in POOL_KINDS:
             raise NetSpecError(f"field 'kind': unknown pooling {layer.kind!r}; allowed: {', '.join(POOL_KINDS)}")
-        if not layer.global_pool and (layer.kernel < 1 or (layer.stride is not None and layer.stride < 1)):
-            raise NetSpecError("field 'kernel'/'stride': pooling window must be positive")
+        if not isinstance(layer.count_include_pad, bool):
+            raise NetSpecError(f"field 'count_include_pad': must be true or false, got {layer.count_include_pad!r}")
+        pad = layer.padding
+        if not isinstance(pad, int) or isinstance(pad, bool):
+            raise NetSpecError(f"field 'padding': must be an integer, got {pad!r}")
+        if layer.global_pool:
+            if pad != 0:
+                raise NetSpecError(f"field 'padding': a global pool takes no padding, got {pad}; allowed: 0")
+        else:
+            if layer.kernel < 1 or (layer.stride is not None and layer.stride < 1):
+                raise NetSpecError("field 'kernel'/'stride': pooling window must be positive")
+            # A pad of kernel or more makes windows that hold only padding (ONNX Runtime refuses them).
+            if not 0 <= pad < layer.kernel:
+                raise NetSpecError(
+                    f"field 'padding': {pad} is out of range for kernel {layer.kernel}; allowed: 0..{layer.kernel - 1}"
+                )
     if isinstance(layer, Conv) and layer.padding is not None and layer.padding < 0:
         raise NetSpecError(f"field 'padding': must be >= 0, got {layer.padding}")
 

@@ -493,9 +493,12 @@ def _emit_layer(
         if layer.global_pool:
             g.node("GlobalAveragePool" if layer.kind == "avg" else "GlobalMaxPool", [x4], out, f"{key}/Pool")
         else:
-            k, s = layer.kernel, layer.stride or layer.kernel
-            op = "AveragePool" if layer.kind == "avg" else "MaxPool"
-            g.node(op, [x4], out, f"{key}/Pool", kernel_shape=[k, k], strides=[s, s])
+            k, s, p = layer.kernel, layer.stride or layer.kernel, layer.padding
+            attrs: dict[str, Any] = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p, p, p, p]}
+            if layer.kind == "avg":
+                attrs["count_include_pad"] = int(layer.count_include_pad)
+            # MaxPool's padding never wins the max (ONNX pads it with −∞), as in NetSpec.
+            g.node("AveragePool" if layer.kind == "avg" else "MaxPool", [x4], out, f"{key}/Pool", **attrs)
     elif isinstance(layer, Activation):
         g.act(layer.kind, x, out, key)
     elif isinstance(layer, SqueezeExcite):
@@ -655,12 +658,22 @@ def _np_conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int, pa
 
 
 def _np_pool(x: np.ndarray, layer: Pool) -> np.ndarray:
-    reduce = np.mean if layer.kind == "avg" else np.max
+    """``layer`` applied to NCHW ``x``: max pads with −∞, avg counts the zero padding only if ``count_include_pad``."""
     if layer.global_pool:
-        return reduce(x, axis=(2, 3), keepdims=True)
-    k, s = layer.kernel, layer.stride or layer.kernel
-    win = sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s]
-    return reduce(win, axis=(-2, -1))
+        return (np.mean if layer.kind == "avg" else np.max)(x, axis=(2, 3), keepdims=True)
+    k, s, p = layer.kernel, layer.stride or layer.kernel, layer.padding
+    hw = ((0, 0), (0, 0), (p, p), (p, p))
+
+    def windows(a: np.ndarray) -> np.ndarray:
+        return sliding_window_view(a, (k, k), axis=(2, 3))[:, :, ::s, ::s]
+
+    if layer.kind == "max":
+        return windows(np.pad(x, hw, constant_values=-np.inf)).max(axis=(-2, -1))
+    total = windows(np.pad(x, hw)).sum(axis=(-2, -1))
+    if layer.count_include_pad:
+        return total / (k * k)
+    valid = windows(np.pad(np.ones((1, 1, *x.shape[2:])), hw)).sum(axis=(-2, -1))
+    return total / valid
 
 
 def reference_forward(net: NetSpec, weights: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:

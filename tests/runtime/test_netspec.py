@@ -123,3 +123,88 @@ def test_constructed_layers_equal_parsed():
 )
 def test_make_divisible(value, divisor, expected):
     assert make_divisible(value, divisor) == expected
+
+
+# ---- padded pooling ---------------------------------------------------------------------------
+PADDED = {
+    "format": "fleetnas.netspec/1",
+    "name": "padded",
+    "input": {"shape": [4, 7, 7], "dtype": "float32"},
+    "layers": [
+        {"op": "pool", "name": "avg", "kind": "avg", "kernel": 3, "stride": 1, "padding": 1},
+        {
+            "op": "pool",
+            "name": "avg_incl",
+            "kind": "avg",
+            "kernel": 3,
+            "stride": 2,
+            "padding": 1,
+            "count_include_pad": True,
+        },
+        {"op": "pool", "name": "max", "kind": "max", "kernel": 2, "stride": 2, "padding": 1, "inputs": [0]},
+        {"op": "pool", "name": "plain", "kind": "max", "kernel": 3, "inputs": [-1]},
+    ],
+}
+
+
+def test_padded_pool_shapes_and_costs():
+    net = NetSpec.from_json(PADDED)
+    # (h + 2p − k) // s + 1: (7+2−3)//1+1 = 7, (7+2−3)//2+1 = 4, (7+2−2)//2+1 = 4, (7−3)//3+1 = 2
+    assert net.shapes == ((4, 7, 7), (4, 4, 4), (4, 4, 4), (4, 2, 2))
+    costs = net.layer_costs()
+    for cost, window in zip(costs, (9, 9, 4, 9), strict=True):
+        assert cost.macs == 0 and cost.params == 0 and cost.weight_elems == 0
+        assert cost.flops == cost.output_elems * window
+    assert costs[0].flops == 4 * 7 * 7 * 9 and costs[0].input_elems == 4 * 7 * 7
+    layers = net.layers
+    assert isinstance(layers[1], Pool) and layers[1].padding == 1 and layers[1].count_include_pad is True
+    assert isinstance(layers[3], Pool) and layers[3].padding == 0 and layers[3].count_include_pad is False
+
+
+def test_padded_pool_json_round_trip(tmp_path):
+    net = NetSpec.from_json(PADDED)
+    data = net.to_json()
+    assert data["layers"][0]["padding"] == 1 and data["layers"][0]["count_include_pad"] is False
+    assert data["layers"][1]["padding"] == 1 and data["layers"][1]["count_include_pad"] is True
+    assert data["layers"][3]["padding"] == 0
+    again = NetSpec.from_json(json.loads(json.dumps(data)))
+    assert again == net and again.shapes == net.shapes
+    path = tmp_path / "padded.json"
+    path.write_text(json.dumps(PADDED))
+    assert NetSpec.load(path) == net
+    # padding is part of the layer: the same pool without it is another (smaller) network
+    unpadded = json.loads(json.dumps(PADDED))
+    del unpadded["layers"][0]["padding"]
+    assert NetSpec.from_json(unpadded) != net and NetSpec.from_json(unpadded).shapes[0] == (4, 5, 5)
+
+
+def _padded_with(index, **changes):
+    data = json.loads(json.dumps(PADDED))
+    data["layers"][index].update(changes)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("data", "pattern"),
+    [
+        (_padded_with(0, padding=-1), r"layers\[0\] \(avg\).*'padding'.*-1.*allowed: 0\.\.2"),
+        (_padded_with(0, padding=3), r"layers\[0\] \(avg\).*'padding'.*3.*kernel 3.*allowed: 0\.\.2"),
+        (_padded_with(2, padding=2), r"layers\[2\] \(max\).*'padding'.*kernel 2.*allowed: 0\.\.1"),
+        (_padded_with(0, padding="1"), r"layers\[0\].*'padding'.*integer"),
+        (_padded_with(0, padding=True), r"layers\[0\].*'padding'.*integer"),
+        (_padded_with(1, count_include_pad="yes"), r"layers\[1\].*'count_include_pad'.*true or false"),
+        (_with_layer(5, padding=1), r"layers\[5\].*'padding'.*global pool takes no padding.*allowed: 0"),
+        (_padded_with(0, pad=1), r"layers\[0\].*unknown field 'pad'.*count_include_pad.*padding"),
+    ],
+)
+def test_padded_pool_errors_name_the_field(data, pattern):
+    with pytest.raises(NetSpecError, match=pattern):
+        NetSpec.from_json(data, source="my.json")
+
+
+def test_padding_does_not_rescue_a_too_big_window():
+    NetSpec((3, 1, 1), (Pool(kind="avg", kernel=3, stride=1, padding=1),))  # 1 + 2 − 3 fits
+    with pytest.raises(NetSpecError, match="kernel"):
+        NetSpec((3, 1, 1), (Pool(kind="avg", kernel=4, stride=1, padding=1),))
+    # a global pool with explicit zero padding is fine
+    assert NetSpec((3, 5, 5), (Pool(global_pool=True, padding=0),)).output_shape == (3, 1, 1)

@@ -39,6 +39,7 @@ from runtime.onnx_builder import (
 from search.arch import Arch
 from search.references import mobilenetv3_small
 from search.space import load_space
+from search.space.nasbench201 import NasBench201Config, NasBench201Space
 
 
 # ---- networks under test ------------------------------------------------------------------------
@@ -89,6 +90,32 @@ def pool_out_net() -> NetSpec:
     return NetSpec((1, 8, 8), layers, name="pool_out")
 
 
+def padded_pool_net() -> NetSpec:
+    """Padded windowed pools: avg with and without the padding counted, max, strided, odd sizes."""
+    layers = (
+        Conv(name="c", out_channels=5, kernel=3, act="relu6"),  # 0 (5,7,7)
+        Pool(name="avg_excl", kind="avg", kernel=3, stride=1, padding=1),  # 1 (5,7,7)
+        Pool(
+            name="avg_incl", kind="avg", kernel=3, stride=2, padding=1, count_include_pad=True, inputs=(0,)
+        ),  # (5,4,4)
+        Pool(name="max_pad", kind="max", kernel=3, stride=2, padding=2, inputs=(0,)),  # 3 (5,5,5)
+        Pool(name="avg_excl2", kind="avg", kernel=4, stride=3, padding=3, inputs=(0,)),  # 4 (5,4,4)
+        Add(name="sum", inputs=(2, 4)),  # 5
+        Linear(name="fc", out_channels=3, inputs=(5,)),  # 6
+        Linear(name="fc_max", out_channels=3, inputs=(3,)),  # 7
+        Linear(name="fc_avg", out_channels=3, inputs=(1,)),  # 8
+        Add(name="out", inputs=(6, 7, 8)),  # 9
+    )
+    return NetSpec((2, 7, 7), layers, name="padded_pools")
+
+
+def nasbench201_net() -> NetSpec:
+    """NAS-Bench-201's arch 0 at 16×16: avg_pool_3x3 edges (padded, count_include_pad=False)."""
+    space = NasBench201Space(NasBench201Config(resolution=16, cells_per_stage=1))
+    cell = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|skip_connect~1|nor_conv_3x3~2|"
+    return space.to_netspec(Arch.create(space.name, cell=cell))
+
+
 def mnist_net(i: int) -> NetSpec:
     """The ``i``-th of three seeded samples of the mnist space."""
     return mnist_nets()[i]
@@ -105,6 +132,8 @@ NETS: dict[str, Callable[[], NetSpec]] = {
     "all_ops": all_ops_net,
     "spatial_out": spatial_out_net,
     "pool_out": pool_out_net,
+    "padded_pools": padded_pool_net,
+    "nasbench201": nasbench201_net,
     "mobilenetv3_small_64": lambda: mobilenetv3_small(resolution=64),
     **{f"mnist{i}": partial(mnist_net, i) for i in range(3)},
 }
@@ -330,6 +359,67 @@ def test_reference_conv_and_activations_by_hand() -> None:
                 want[o, i, j] = (patch * w["c.weight"][o]).sum() + w["c.bias"][o]
     want = want * np.clip(want + 3, 0, 6) / 6
     np.testing.assert_allclose(reference_forward(net, w, x)[0], want, rtol=1e-5, atol=1e-6)
+
+
+def _one_pool(layer: Pool, shape: tuple[int, int, int] = (3, 6, 5)) -> NetSpec:
+    return NetSpec(shape, (layer,), name="one_pool")
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        Pool(name="p", kind="avg", kernel=3, stride=1, padding=1, count_include_pad=False),
+        Pool(name="p", kind="avg", kernel=3, stride=1, padding=1, count_include_pad=True),
+        Pool(name="p", kind="avg", kernel=3, stride=2, padding=2, count_include_pad=False),
+        Pool(name="p", kind="avg", kernel=2, stride=2, padding=1, count_include_pad=True),
+        Pool(name="p", kind="max", kernel=3, stride=1, padding=1),
+        Pool(name="p", kind="max", kernel=3, stride=2, padding=2),
+        Pool(name="p", kind="avg", kernel=2, stride=1),
+    ],
+    ids=lambda layer: f"{layer.kind}-k{layer.kernel}s{layer.stride}p{layer.padding}-incl{int(layer.count_include_pad)}",
+)
+def test_padded_pool_matches_onnxruntime(layer: Pool) -> None:
+    net = _one_pool(layer)
+    model = build_model(net)
+    onnx.checker.check_model(model, full_check=True)
+    node = model.graph.node[0]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    p, k, s = layer.padding, layer.kernel, layer.stride
+    want = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p, p, p, p]}
+    if layer.kind == "avg":
+        want["count_include_pad"] = int(layer.count_include_pad)
+    assert node.op_type == ("AveragePool" if layer.kind == "avg" else "MaxPool") and attrs == want
+    # all-negative inputs: a max pool that let the padding in would output 0 at the borders
+    x = -np.abs(random_input(net, 3, seed=4)) - 0.5
+    got = run(model, x)
+    ref = reference_forward(net, {}, x)
+    assert got.shape == ref.shape == (3, *net.output_shape)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    if layer.kind == "max":
+        assert ref.max() < -0.5
+
+
+def test_reference_padded_pool_by_hand() -> None:
+    """The oracle itself: a 3×3/1 pool padded by 1 over a 4×4 map of ones, and a max over −∞ padding."""
+    ones = np.ones((1, 1, 4, 4), dtype=np.float32)
+    excl = Pool(kind="avg", kernel=3, stride=1, padding=1, count_include_pad=False)
+    incl = Pool(kind="avg", kernel=3, stride=1, padding=1, count_include_pad=True)
+    np.testing.assert_allclose(reference_forward(_one_pool(excl, (1, 4, 4)), {}, ones)[0, 0], np.ones((4, 4)))
+    # corners see 4 of 9 cells, edges 6, the inside 9
+    edge = np.array([4, 6, 6, 4]) / 9
+    want = np.vstack([edge, edge * 1.5, edge * 1.5, edge])
+    np.testing.assert_allclose(reference_forward(_one_pool(incl, (1, 4, 4)), {}, ones)[0, 0], want, rtol=1e-6)
+    # avg without the padding counted = mean of the in-bounds cells, checked by loops
+    x = random_input(_one_pool(excl, (2, 5, 4)), 1, seed=7)
+    got = reference_forward(_one_pool(excl, (2, 5, 4)), {}, x)[0]
+    for c in range(2):
+        for i in range(5):
+            for j in range(4):
+                cells = x[0, c, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+                assert got[c, i, j] == pytest.approx(cells.mean(), rel=1e-5)
+    maxp = Pool(kind="max", kernel=2, stride=2, padding=1)
+    y = reference_forward(_one_pool(maxp, (1, 3, 3)), {}, -np.arange(1, 10, dtype=np.float32).reshape(1, 1, 3, 3))
+    np.testing.assert_array_equal(y[0, 0], [[-1, -2], [-4, -5]])
 
 
 # ---- shared layout ----------------------------------------------------------------------------
