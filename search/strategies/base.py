@@ -204,11 +204,28 @@ class SearchResult:
     stopped_by: str  # "budget", "generations", "converged"
 
 
-def _stats(history: History, generation: int, seconds: float) -> GenerationStats:
-    _, F, G = history.arrays()
-    feasible = np.all(G <= 0, axis=1) if G.size else np.ones(len(F), dtype=bool)
-    best = F[feasible].min(axis=0).tolist() if feasible.any() else [float("nan")] * F.shape[1]
-    return GenerationStats(generation, history.n_evals, seconds, best, float(feasible.mean()) if len(F) else 0.0)
+@dataclass
+class _Running:
+    """Best values and feasible count so far, updated per batch (rebuilding them from the whole
+    history every generation made long runs quadratic)."""
+
+    best: np.ndarray | None = None
+    feasible: int = 0
+    total: int = 0
+
+    def add(self, F: np.ndarray, G: np.ndarray) -> None:
+        ok = np.all(G <= 0, axis=1) if G.size else np.ones(len(F), dtype=bool)
+        self.feasible += int(ok.sum())
+        self.total += len(F)
+        if ok.any():
+            batch_best = F[ok].min(axis=0)
+            self.best = batch_best if self.best is None else np.minimum(self.best, batch_best)
+
+
+def _stats(running: _Running, n_obj: int, generation: int, seconds: float) -> GenerationStats:
+    best = running.best.tolist() if running.best is not None else [float("nan")] * n_obj
+    fraction = running.feasible / running.total if running.total else 0.0
+    return GenerationStats(generation, running.total, seconds, best, fraction)
 
 
 def run(
@@ -220,17 +237,25 @@ def run(
     resume: bool = False,
     progress: Callable[[GenerationStats], None] | None = None,
     stop_on_convergence: bool = True,
+    checkpoint_every_s: float = 2.0,
 ) -> SearchResult:
-    """Ask/evaluate/tell until a budget is spent; checkpoint after every generation.
+    """Ask/evaluate/tell until a budget is spent, checkpointing as it goes.
 
     ``max_evals`` caps evaluations (the last batch is trimmed to fit, so budgets are exact);
     ``max_generations`` caps ``tell`` calls. With ``resume`` the run continues from
-    ``checkpoint``. Ctrl-C writes the checkpoint (if a path is given) and re-raises.
+    ``checkpoint``. The checkpoint is written after a generation once ``checkpoint_every_s``
+    has passed since the last one (0: every generation) and at the end; Ctrl-C writes it too
+    (the state is consistent between generations) and re-raises. Writing the whole history
+    every generation made fast strategies spend most of their time in ``np.savez``.
     """
     if max_evals is None and max_generations is None:
         raise ValueError("run: give max_evals or max_generations")
     history = load_checkpoint(checkpoint, strategy) if resume and checkpoint else History()
+    running = _Running()
+    for F_b, G_b in zip(history.F, history.G, strict=True):
+        running.add(F_b, G_b)
     t0 = time.perf_counter()
+    last_save = t0
     stopped_by = "budget"
     try:
         while True:
@@ -249,7 +274,8 @@ def run(
             ev = strategy.problem.evaluate(X)
             strategy.tell(X, ev)
             history.add(X, ev)
-            stats = _stats(history, strategy.generation, time.perf_counter() - t0)
+            running.add(np.asarray(ev.F, dtype=float), np.asarray(ev.G, dtype=float))
+            stats = _stats(running, strategy.problem.n_obj, strategy.generation, time.perf_counter() - t0)
             history.generations.append(
                 {
                     "generation": stats.generation,
@@ -258,10 +284,13 @@ def run(
                     "feasible_fraction": stats.feasible_fraction,
                 }
             )
-            if checkpoint:
+            if checkpoint and time.perf_counter() - last_save >= checkpoint_every_s:
                 save_checkpoint(checkpoint, strategy, history)
+                last_save = time.perf_counter()
             if progress:
                 progress(stats)
+        if checkpoint:
+            save_checkpoint(checkpoint, strategy, history)
     except KeyboardInterrupt:
         if checkpoint:
             save_checkpoint(checkpoint, strategy, history)
