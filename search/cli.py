@@ -278,3 +278,55 @@ def _demo(args: argparse.Namespace) -> int:
 
     emit(args, result, format_demo)
     return 0
+
+
+# ---- fleetnas search -------------------------------------------------------------------------
+def register_search(subparsers: Subparsers) -> None:
+    """Add ``fleetnas search``: a configured multi-objective search writing a front and a ModePlan."""
+    p = subparsers.add_parser(
+        "search",
+        help="run a multi-objective architecture search; write the front, plots, a ModePlan and a report",
+        description="Run a hardware-aware multi-objective search configured by a YAML file (space, device, "
+        "objectives, constraints, strategy, budget, mode rules; see search/config.py). Progress is printed per "
+        "generation; a checkpoint is written after each one, so Ctrl-C loses nothing and --resume continues.",
+        epilog="examples:\n"
+        "  fleetnas search --out out/search                   # embedded defaults: NSGA-II, MobileNetV3, rpi4\n"
+        "  fleetnas search --config my_search.yaml --out out/s\n"
+        "  fleetnas search --config my_search.yaml --out out/s --resume",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", metavar="FILE.yaml", help="search configuration [embedded defaults]")
+    p.add_argument("--out", required=True, help="output directory (front.json, modeplan.json, plots, report)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    add_json_flag(p)
+    p.set_defaults(func=_search)
+
+
+def _search(args: argparse.Namespace) -> int:
+    import sys
+
+    from search.config import SearchConfig
+    from search.job import run_search
+
+    cfg = SearchConfig.load(args.config) if args.config else SearchConfig()
+    if args.resume and not (Path(args.out) / "checkpoint.npz").exists():
+        raise CliError(f"--resume: no checkpoint in {args.out}")
+    try:
+        report = run_search(cfg, args.out, resume=args.resume, progress=not args.json)
+    except KeyboardInterrupt:
+        print(
+            f"fleetnas: interrupted; continue with: fleetnas search --config {args.config or '…'} "
+            f"--out {args.out} --resume",
+            file=sys.stderr,
+        )
+        raise
+
+    def human(r: dict[str, Any]) -> str:
+        return (
+            (Path(args.out) / "report.md").read_text()
+            + f"\nwrote {args.out}/: "
+            + ", ".join(sorted(f.name for f in Path(args.out).iterdir() if not f.name.startswith(".")))
+        )
+
+    emit(args, report, human)
+    return 0

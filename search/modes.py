@@ -184,7 +184,7 @@ def select_modes(
     elif rules.balanced == "knee":
         pts = np.column_stack([-acc[front], energy[front]])
         balanced = int(front[knee_point(pts)])
-        balanced_reason = "knee of the accuracy-energy front between low and high"
+        balanced_reason = f"knee of the {rules.accuracy}-{rules.energy} front between low and high"
         if balanced in (low, high):
             balanced = int(inner[len(inner) // 2])
             balanced_reason = "front midpoint (the knee coincided with an end point)"
