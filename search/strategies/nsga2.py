@@ -85,9 +85,7 @@ class MutationSchedule:
 
     def __post_init__(self) -> None:
         if not 0 < self.base <= self.maximum <= 1:
-            raise NSGA2Error(
-                f"mutation: need 0 < mutation_rate ({self.base}) <= mutation_max ({self.maximum}) <= 1"
-            )
+            raise NSGA2Error(f"mutation: need 0 < mutation_rate ({self.base}) <= mutation_max ({self.maximum}) <= 1")
         if not (self.collapse >= 0 and self.growth >= 1 and 0 <= self.relax <= 1):
             raise NSGA2Error(
                 f"mutation: need collapse >= 0, growth >= 1, 0 <= relax <= 1; got {self.collapse}, "
@@ -137,13 +135,22 @@ def reference_point(F: np.ndarray) -> np.ndarray:
     return hi + 0.1 * np.where(span > 0, span, np.maximum(np.abs(hi), 1.0))
 
 
+def _digest(X: np.ndarray) -> str:
+    """A short, stable fingerprint of an array (for checkpoint parameter checks)."""
+    import hashlib
+
+    arr = np.ascontiguousarray(X)
+    return hashlib.sha256(arr.tobytes() + str((arr.dtype, arr.shape)).encode()).hexdigest()[:16]
+
+
 class NSGA2(Strategy):
     """NSGA-II with adaptive tournament size, adaptive mutation and convergence detection.
 
     ``mutation_rate`` defaults to ``min(0.5, 1/n_var)`` (pymoo's). ``mutation_max`` bounds the
     adaptive rate (default ``min(1, 4·mutation_rate)``). ``tournament=(k_min, k_max)`` with time
     constant ``tau`` (generations). ``constraints`` is the constraint handler (Deb's rules by
-    default). ``tol``/``patience`` drive ``converged``.
+    default). ``tol``/``patience`` drive ``converged``. ``initial`` seeds the first population (e.g. a
+    screening stage's survivors; topped up with samples).
     """
 
     name = "nsga2"
@@ -165,6 +172,7 @@ class NSGA2(Strategy):
         patience: int = 10,
         constraints: ConstraintHandler | None = None,
         max_mating_attempts: int = 100,
+        initial: np.ndarray | None = None,
     ) -> None:
         super().__init__(problem, seed)
         if pop_size < 2:
@@ -202,14 +210,26 @@ class NSGA2(Strategy):
         self.ref_point = np.zeros(0)
         self.stall = 0
         self.last_change = math.inf
+        # Seed candidates for the first population (a screening stage's survivors); topped up
+        # with samples. Only the first ask uses them, so checkpoints record just their digest.
+        self.initial = None if initial is None else problem.canonical(np.asarray(initial))
 
     def params(self) -> dict[str, Any]:
         s = self.schedule
         return {
-            "seed": self.seed, "pop_size": self.pop_size, "crossover_prob": self.crossover_prob,
-            "mutation_rate": s.base, "mutation_max": s.maximum, "collapse": s.collapse,
-            "adaptive_mutation": self.adaptive_mutation, "tournament": [self.k_min, self.k_max], "tau": self.tau,
-            "tol": self.tol, "patience": self.patience, "constraints": self.handler.params(),
+            "seed": self.seed,
+            "pop_size": self.pop_size,
+            "crossover_prob": self.crossover_prob,
+            "mutation_rate": s.base,
+            "mutation_max": s.maximum,
+            "collapse": s.collapse,
+            "adaptive_mutation": self.adaptive_mutation,
+            "tournament": [self.k_min, self.k_max],
+            "tau": self.tau,
+            "tol": self.tol,
+            "patience": self.patience,
+            "constraints": self.handler.params(),
+            "initial": None if self.initial is None else _digest(self.initial),
         }
 
     # ---- views ------------------------------------------------------------------------------
@@ -258,8 +278,12 @@ class NSGA2(Strategy):
 
     def _initial(self) -> np.ndarray:
         P = self.problem
-        X = P.canonical(P.sample(self.pop_size, self.rng))
-        X = X[fresh_rows(X[:0], X)]
+        if self.initial is not None and len(self.initial):
+            seeds = self.initial[: self.pop_size]
+            X = seeds[fresh_rows(seeds[:0], seeds)]
+        else:
+            X = P.canonical(P.sample(self.pop_size, self.rng))
+            X = X[fresh_rows(X[:0], X)]
         for _ in range(self.max_mating_attempts):
             if len(X) >= self.pop_size:
                 break
@@ -360,11 +384,19 @@ class NSGA2(Strategy):
         scalars, arrays = super().state()
         # JSON has no infinity: "no change measured yet" is stored as null.
         change = self.last_change if math.isfinite(self.last_change) else None
-        scalars.update(mutation_rate=self.mutation_rate, stall=self.stall, last_change=change,
-                       initialised=self.X is not None)
+        scalars.update(
+            mutation_rate=self.mutation_rate, stall=self.stall, last_change=change, initialised=self.X is not None
+        )
         if self.X is not None:
-            arrays.update(X=self.X, F=self.F, G=self.G, rank=self.rank, crowding=self.crowding,
-                          var_ref=self.var_ref, ref_point=self.ref_point)
+            arrays.update(
+                X=self.X,
+                F=self.F,
+                G=self.G,
+                rank=self.rank,
+                crowding=self.crowding,
+                var_ref=self.var_ref,
+                ref_point=self.ref_point,
+            )
         return scalars, arrays
 
     def load_state(self, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
