@@ -67,7 +67,6 @@ def run_demo(
     result: dict[str, Any] = {"space": space.describe(), "samples": samples, "seed": seed, "devices": {}}
     latencies = {}
     fronts = {}
-    first_costs: dict[str, np.ndarray] = {}
     for device in devices:
         t0 = time.perf_counter()
         table = SpaceCostTable(space, device)
@@ -84,8 +83,6 @@ def run_demo(
         front = idx[front_2d(costs["latency_ms"][idx], costs["macs"][idx])]
         fronts[device.name] = front
         latencies[device.name] = costs["latency_ms"]
-        if not first_costs:
-            first_costs = costs
         picks = front[np.unique(np.linspace(0, len(front) - 1, min(show, len(front))).round().astype(int))]
         points = []
         for i in picks:
@@ -149,9 +146,7 @@ def run_demo(
 
         first = devices[0].name
         deadline = result["devices"][first]["references"]["mobilenetv3_large_100"]["latency_ms"]
-        result["runtime"] = runtime_stage(
-            space, devices, codes, fronts[first], first_costs, deadline, out_dir, progress
-        )
+        result["runtime"] = runtime_stage(space, devices, deadline, out_dir, progress)
         from search.cli import write_text_atomic
 
         write_text_atomic(out_dir / "demo.json", json.dumps(result, indent=2) + "\n")

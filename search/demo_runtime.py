@@ -1,5 +1,6 @@
-"""The demo's second stage: three operating points from a Pareto front → a bundle → a runtime
-session whose mode follows a (synthetic, deterministic) battery / CPU / thermal trace."""
+"""The demo's second stage: an NSGA-II search on the target device → a ModePlan (high /
+balanced / low) → a bundle → a runtime session whose mode follows a (synthetic, deterministic)
+battery / CPU / thermal trace."""
 
 from __future__ import annotations
 
@@ -12,62 +13,63 @@ import numpy as np
 from search.space import MobileNetV3Space
 
 
-def pick_modes(front: np.ndarray, latency: np.ndarray, macs: np.ndarray, deadline_ms: float) -> dict[str, int]:
-    """high / balanced / low from a MACs-vs-latency front (indices into the sample).
-
-    low: the fastest network; high: the most compute within ``deadline_ms``; balanced: the knee
-    between them (the front point farthest above the straight line joining them, both axes
-    normalised). The search engine's ModePlan will replace this rule with configurable ones.
-    """
-    within = front[latency[front] <= deadline_ms]
-    high = int(within[-1]) if len(within) else int(front[-1])
-    low = int(front[0])
-    between = front[(latency[front] > latency[low]) & (latency[front] < latency[high])]
-    if len(between) == 0:
-        return {"high": high, "balanced": int(front[len(front) // 2]), "low": low}
-    x = (latency[between] - latency[low]) / max(latency[high] - latency[low], 1e-12)
-    y = (macs[between] - macs[low]) / max(macs[high] - macs[low], 1e-12)
-    return {"high": high, "balanced": int(between[np.argmax(y - x)]), "low": low}
-
-
 def _log(progress: bool, message: str) -> None:
     if progress:
         print(message, file=sys.stderr, flush=True)
 
 
+def search_stage(space: MobileNetV3Space, device: Any, deadline_ms: float, out_dir: Path, seed: int = 0,
+                 progress: bool = True) -> tuple[Any, dict[str, Any]]:
+    """NSGA-II (MACs max, latency min) on ``device``, then a ModePlan under ``deadline_ms``.
+
+    MACs stand in for accuracy until the supernet's predictor exists. Returns (plan, summary).
+    """
+    from search.cost.table import SpaceCostTable
+    from search.modes import ModeRules, select_modes
+    from search.problem import Objective, SpaceProblem
+    from search.strategies.base import run
+    from search.strategies.nsga2 import NSGA2
+
+    table = SpaceCostTable(space, device)
+    problem = SpaceProblem(space, [table.evaluate], [Objective("macs", "max"), Objective("latency_ms", "min")])
+    strategy = NSGA2(problem, seed=seed, pop_size=100)
+    result = run(strategy, max_generations=100, stop_on_convergence=False)
+    X, _ = strategy.front()
+    metrics = table.evaluate(X)
+    order = np.argsort(-metrics["macs"])
+    X, metrics = X[order], {k: v[order] for k, v in metrics.items()}
+    plan = select_modes(metrics, ModeRules(deadline_ms=deadline_ms, accuracy="macs"),
+                        archs=[a.to_json() for a in space.decode_batch(X)], device=device.name)
+    plan.save(out_dir / "modeplan.json")
+    summary = {"strategy": "nsga2", "evaluations": len(result.X), "seconds": result.seconds,
+               "front_size": len(X), "modeplan": str(out_dir / "modeplan.json")}
+    _log(progress, f"[demo] NSGA-II on {device.name}: {len(result.X):,} evaluations in {result.seconds:.2f} s, "
+                   f"front of {len(X)}; ModePlan -> {out_dir / 'modeplan.json'}")
+    return plan, summary
+
+
 def runtime_stage(
     space: MobileNetV3Space,
     devices: list[Any],
-    codes: np.ndarray,
-    front: np.ndarray,
-    costs: dict[str, np.ndarray],
     deadline_ms: float,
     out_dir: Path,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Build a three-mode bundle from ``devices[0]``'s front and replay a switching session."""
-    from runtime.bundle_build import ModeSpec, build_bundle
+    """Search ``devices[0]``, build a bundle from the ModePlan, replay a switching session."""
+    from runtime.bundle_build import build_bundle
     from runtime.engine import MultiModeRuntime
     from runtime.session import demo_trace, format_decision, plot_timeline, replay_session
     from runtime.telemetry import write_trace
+    from search.modes import modeplan_to_specs
 
     device = devices[0]
-    picks = pick_modes(front, costs["latency_ms"], costs["macs"], deadline_ms)
-    modes = []
-    for name, i in picks.items():
-        arch = space.decode(codes[i])
-        net = space.to_netspec(arch, alignment=device.alignment("float32"))
-        modes.append(ModeSpec(name, net, arch=arch.to_json()))
+    plan, search = search_stage(space, device, deadline_ms, out_dir, progress=progress)
     bundle_dir = out_dir / "bundle"
-    build_bundle(modes, bundle_dir, share_weights=True, devices=devices, target_device=device, seed=0)
-    _log(
-        progress,
-        f"[demo] built {bundle_dir}: "
-        + ", ".join(
-            f"{name} {costs['macs'][i] / 1e6:.0f}M MACs / {costs['latency_ms'][i]:.1f} ms on {device.name}"
-            for name, i in picks.items()
-        ),
-    )
+    specs = modeplan_to_specs(plan, space, alignment=device.alignment("float32"))
+    build_bundle(specs, bundle_dir, share_weights=True, devices=devices, target_device=device, seed=0)
+    _log(progress, f"[demo] built {bundle_dir}: " + ", ".join(
+        f"{m.name} {m.metrics['macs'] / 1e6:.0f}M MACs / {m.metrics['latency_ms']:.1f} ms on {device.name}"
+        for m in plan.modes))
     trace = demo_trace()
     write_trace(out_dir / "trace.csv", trace)
     rt = MultiModeRuntime(bundle_dir, deadline_ms=deadline_ms)
@@ -80,26 +82,21 @@ def runtime_stage(
     picture = plot_timeline(session.decisions, rt.modes, out_dir / "timeline.png")
     m = session.metrics
     return {
+        "search": search,
         "bundle": str(bundle_dir),
         "trace": str(out_dir / "trace.csv"),
         "timeline": picture,
         "device": device.name,
         "deadline_ms": deadline_ms,
         "modes": {
-            name: {
-                "arch": space.decode(codes[i]).to_json(),
-                "macs": int(costs["macs"][i]),
-                "latency_ms_on_device": float(costs["latency_ms"][i]),
-            }
-            for name, i in picks.items()
+            mode.name: {"arch": mode.arch, "macs": int(mode.metrics["macs"]),
+                        "latency_ms_on_device": mode.metrics["latency_ms"], "reason": mode.reason}
+            for mode in plan.modes
         },
         "switches": [d.to_json() for d in session.decisions if d.switch],
         "served": {
-            name: {
-                "requests": v["inferences"],
-                "p50_ms_here": v["latency"]["p50_ms"],
-                "energy_mj_on_device": v["energy"]["energy_mj"] if v["energy"] else None,
-            }
+            name: {"requests": v["inferences"], "p50_ms_here": v["latency"]["p50_ms"],
+                   "energy_mj_on_device": v["energy"]["energy_mj"] if v["energy"] else None}
             for name, v in m["modes"].items()
         },
         "failed_requests": m["failed_requests"],
@@ -110,10 +107,17 @@ def format_runtime_stage(r: dict[str, Any]) -> list[str]:
     """Human-readable lines for the runtime stage."""
     from runtime.cli_common import format_table
 
+    sr = r["search"]
     lines = [
-        f"== runtime: bundle {r['bundle']} (high mode within {r['deadline_ms']:.1f} ms on {r['device']}, "
-        f"MobileNetV3-Large's latency there); trace {r['trace']}"
+        f"== search: NSGA-II on {r['device']}, {sr['evaluations']:,} evaluations in {sr['seconds']:.2f} s, "
+        f"front of {sr['front_size']}; ModePlan {sr['modeplan']}",
+        f"   (high: most MACs within {r['deadline_ms']:.1f} ms = MobileNetV3-Large's latency there)",
     ]
+    for name, mode in r["modes"].items():
+        lines.append(
+            f"  {name:<8} {mode['macs'] / 1e6:6.0f}M MACs {mode['latency_ms_on_device']:6.1f} ms  {mode['reason']}"
+        )
+    lines.append(f"== runtime: bundle {r['bundle']}; trace {r['trace']}")
     for s in r["switches"]:
         lines.append(f"  t={s['t']:6.1f}s  {s['previous']:>8} -> {s['mode']:<8}  {s['reason']}")
     rows = [(name, v["requests"], v["p50_ms_here"], v["energy_mj_on_device"]) for name, v in r["served"].items()]

@@ -116,6 +116,20 @@ class ModePlan:
         return p
 
 
+# Smallest normalised distance of a front point above the low-high chord for it to count as a knee.
+KNEE_MIN_BULGE = 0.03
+
+
+def _bulge(acc: np.ndarray, energy: np.ndarray, low: int, high: int, inner: np.ndarray) -> float:
+    """How far (normalised, perpendicular) the front bulges above the straight line from low to high."""
+    de, da = energy[high] - energy[low], acc[high] - acc[low]
+    if de <= 0 or da <= 0 or len(inner) == 0:
+        return 0.0
+    x = (energy[inner] - energy[low]) / de
+    y = (acc[inner] - acc[low]) / da
+    return float(np.max(y - x) / np.sqrt(2.0))
+
+
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
@@ -181,13 +195,20 @@ def select_modes(
         balanced = high if len(front) == 0 else int(front[len(front) // 2])
         notes.append("the front between low and high has no inner point; balanced repeats an end point")
         balanced_reason = "no front point between low and high"
-    elif rules.balanced == "knee":
+    elif rules.balanced == "knee" and _bulge(acc, energy, low, high, inner) >= KNEE_MIN_BULGE:
         pts = np.column_stack([-acc[front], energy[front]])
         balanced = int(front[knee_point(pts)])
         balanced_reason = f"knee of the {rules.accuracy}-{rules.energy} front between low and high"
         if balanced in (low, high):
             balanced = int(inner[len(inner) // 2])
             balanced_reason = "front midpoint (the knee coincided with an end point)"
+    elif rules.balanced == "knee":
+        # A nearly straight front has no knee worth the name: its "knee" is noise. Split the
+        # energy range instead, and say so.
+        target = 0.5 * (energy[low] + energy[high])
+        balanced = int(inner[np.argmin(np.abs(energy[inner] - target))])
+        balanced_reason = (f"middle {rules.energy} between low and high (the {rules.accuracy}-{rules.energy} "
+                           "front is nearly straight: no knee)")
     elif rules.balanced == "efficiency":
         a, b, c = rules.efficiency_exponents
         lat = np.asarray(metrics.get(rules.latency, np.ones(n)), dtype=float)

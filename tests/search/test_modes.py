@@ -57,3 +57,14 @@ def test_modeplan_json_round_trip(tmp_path):
     again = ModePlan.from_json(json.loads(path.read_text()))
     assert again == plan
     assert again.mode("high").arch == {"space": "s", "i": 4}
+
+
+def test_straight_front_has_no_knee_and_splits_the_energy_range():
+    energy = np.linspace(10.0, 50.0, 9)
+    acc = 0.5 + 0.01 * energy  # a straight accuracy-energy front
+    plan = select_modes({"accuracy": acc, "energy_mj": energy}, ModeRules())
+    assert plan.mode("balanced").index == 4  # 30 mJ, the middle
+    assert "no knee" in plan.mode("balanced").reason
+    curved = np.sqrt(energy - 9.0)  # a concave front: a real knee
+    plan = select_modes({"accuracy": curved, "energy_mj": energy}, ModeRules())
+    assert "knee of the" in plan.mode("balanced").reason
