@@ -10,9 +10,23 @@ Prints one JSON document.
 
 from __future__ import annotations
 
+import os
+
+
+def pin_one_core() -> None:
+    """Run on one core, as the claims say. Call before numpy is imported: BLAS threads started
+    earlier keep the process's original affinity and would use the second core."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+
+
+if __name__ == "__main__":
+    pin_one_core()
+
 import argparse
 import json
-import os
 import platform
 import time
 
@@ -28,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported [5]")
     args = parser.parse_args(argv)
 
-    if hasattr(os, "sched_setaffinity"):  # one core, as the claim says
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     from runtime.hardware import load_device
     from search.cost.report import cost_netspec
     from search.cost.table import SpaceCostTable
