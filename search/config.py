@@ -13,7 +13,8 @@ Example (every key optional)::
     constraints:
       - {metric: peak_activation_bytes, max: 4194304}
       - {metric: latency_ms, max: 40, tighten_from: 80, tau: 10}   # progressive tightening
-    mnas: {target_ms: 30, w: -0.07}  # adds the metric mnas_reward
+    mnas: {target_ms: 30, w: -0.07}  # adds mnas_reward = ACC·(LAT/TARGET)^w (ACC: the table's
+                                     # accuracy, else MACs; LAT: weighted_latency_ms with platforms)
     strategy: {name: nsga2, seed: 0, pop_size: 100}
     budget: {evaluations: 20000, generations: null}
     modes: {deadline_ms: 40, accuracy_floor: null, memory_limit_bytes: null, balanced: knee,

@@ -78,9 +78,14 @@ def build_problem(cfg: SearchConfig) -> tuple[Any, SpaceProblem, Any, Any]:
         )
         evaluators.append(table)  # callable: codes -> {"accuracy": ...}, counting queries
     if cfg.mnas:
-        accuracy = next((o.metric for o in cfg.objectives if o.direction == "max"), "accuracy")
+        # the reward needs an accuracy: the table's if one is configured, else the MACs proxy;
+        # with several platforms it targets their weighted latency
+        accuracy = "accuracy" if "tabular" in cfg.accuracy else "macs"
+        latency = "weighted_latency_ms" if cfg.platforms and isinstance(space, MobileNetV3Space) else "latency_ms"
         evaluators = [
-            mnas_reward_metric(evaluators, cfg.mnas["target_ms"], cfg.mnas.get("w", -0.07), accuracy=accuracy)
+            mnas_reward_metric(
+                evaluators, cfg.mnas["target_ms"], cfg.mnas.get("w", -0.07), accuracy=accuracy, latency=latency
+            )
         ]
     constraints = []
     schedules = []
@@ -126,7 +131,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, resume: bool = False, pro
     from search.cli import write_text_atomic
     from search.modes import ModeSelectionError, select_modes
     from search.pareto import hypervolume, pareto_front
-    from search.plots import plot_front_2d, plot_parallel
+    from search.plots import plot_convergence, plot_front_2d, plot_parallel
     from search.strategies.base import run
 
     out = Path(out_dir)
@@ -216,7 +221,20 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, resume: bool = False, pro
     if raw is not None and len(raw):
         # plots mark chosen modes by index into the plotted points: map front order back to Ff rows
         chosen_rows = {k: int(front_idx[order[v]]) for k, v in chosen.items()} if chosen else None
-        if len(names) == 2:
+        if len(names) == 1:
+            gens = result.history.generations
+            sign = -1.0 if directions[0] == "max" else 1.0
+            pictures.append(
+                plot_convergence(
+                    [g["n_evals"] for g in gens],
+                    [sign * g["best"][0] for g in gens],
+                    names[0],
+                    directions[0],
+                    out / "convergence.png",
+                    title=f"{cfg.strategy['name']} on {space.name} / {device.name}",
+                )
+            )
+        elif len(names) == 2:
             pictures.append(
                 plot_front_2d(
                     raw,

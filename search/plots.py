@@ -265,3 +265,30 @@ def plot_pairwise(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_convergence(
+    n_evals: Sequence[int],
+    best: Sequence[float],
+    name: str,
+    direction: str,
+    path: str | os.PathLike[str],
+    title: str | None = None,
+) -> Path | None:
+    """Path of a best-so-far-vs-evaluations picture for a one-objective search (``None`` without matplotlib).
+
+    ``best`` is in the objective's natural direction (as reported, not minimisation form).
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    ax.step(list(n_evals), list(best), where="post", color="tab:blue")
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel(_axis_label(name, direction))
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)

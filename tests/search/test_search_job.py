@@ -98,3 +98,25 @@ def test_config_errors_name_file_and_field(tmp_path, text, pattern):
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     code = main(["search", "--out", str(tmp_path / "none"), "--resume"], commands={"search": register_search})
     assert code == 2 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_multi_platform_latency_and_mnas_reward(tmp_path):
+    cfg = SearchConfig.from_dict(
+        {
+            "platforms": {"rpi4": 0.5, "cortex_a76": 0.5},
+            "mnas": {"target_ms": 20.0},
+            "objectives": [{"metric": "mnas_reward", "direction": "max"}],
+            "strategy": {"name": "evolution", "seed": 0, "population_size": 50, "sample_size": 10, "batch": 10},
+            "budget": {"evaluations": 400},
+            "modes": {"accuracy": "macs"},
+        },
+        source="t",
+    )
+    report = run_search(cfg, tmp_path / "o", progress=False)
+    best = json.loads((tmp_path / "o" / "front.json").read_text())["front"][0]["metrics"]
+    assert best["weighted_latency_ms"] == pytest.approx(
+        0.5 * best["latency_ms@rpi4"] + 0.5 * best["latency_ms@cortex_a76"]
+    )
+    assert best["mnas_reward"] == pytest.approx(best["macs"] * (best["weighted_latency_ms"] / 20.0) ** -0.07)
+    assert report["evaluations"] == 400
+    assert (tmp_path / "o" / "convergence.png").exists()  # one objective: a convergence picture
