@@ -48,7 +48,6 @@ Every layer takes an optional ``name`` and ``inputs`` (list of layer indices, ``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -482,14 +481,9 @@ class NetSpec:
     @classmethod
     def load(cls, path: str | Path) -> NetSpec:
         """Read a NetSpec JSON file; errors name the file."""
-        p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise NetSpecError(f"{p}: file not found") from None
-        except json.JSONDecodeError as exc:
-            raise NetSpecError(f"{p}: not valid JSON ({exc})") from None
-        return cls.from_json(data, source=str(p))
+        from runtime.fileio import load_json
+
+        return cls.from_json(load_json(path, NetSpecError), source=str(Path(path)))
 
     def with_name(self, name: str) -> NetSpec:
         """A copy under another name."""

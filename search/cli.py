@@ -9,31 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.cli_common import CliError, add_json_flag, emit, format_table
+from runtime.fileio import write_text_atomic
 
 if TYPE_CHECKING:
     from runtime.hardware import DeviceProfile
     from search.cost.report import CostReport
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- fleetnas space --------------------------------------------------------------------------

@@ -30,8 +30,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 
 class ConfigError(ValueError):
     """A search configuration error naming the file, the field and what is allowed."""
@@ -146,14 +144,9 @@ class SearchConfig:
     @classmethod
     def load(cls, path: str | Path) -> SearchConfig:
         """Read and validate a YAML file."""
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({exc})") from None
-        return cls.from_dict(data, source=str(p))
+        from runtime.fileio import load_yaml
+
+        return cls.from_dict(load_yaml(path, ConfigError), source=str(Path(path)))
 
     def to_json(self) -> dict[str, Any]:
         """JSON form (what the report records)."""

@@ -147,7 +147,7 @@ def run_demo(
         first = devices[0].name
         deadline = result["devices"][first]["references"]["mobilenetv3_large_100"]["latency_ms"]
         result["runtime"] = runtime_stage(space, devices, deadline, out_dir, progress)
-        from search.cli import write_text_atomic
+        from runtime.fileio import write_text_atomic
 
         write_text_atomic(out_dir / "demo.json", json.dumps(result, indent=2) + "\n")
         result["picture"] = _plot(out_dir / "pareto.png", devices, latencies, fronts, codes, space)

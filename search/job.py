@@ -128,7 +128,7 @@ def _progress_printer(enabled: bool, names: list[str], directions: list[str]) ->
 
 def run_search(cfg: SearchConfig, out_dir: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the configured search; write outputs into ``out_dir``; returns the report."""
-    from search.cli import write_text_atomic
+    from runtime.fileio import write_text_atomic
     from search.modes import ModeSelectionError, select_modes
     from search.pareto import hypervolume, pareto_front
     from search.plots import plot_convergence, plot_front_2d, plot_parallel

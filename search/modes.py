@@ -109,7 +109,7 @@ class ModePlan:
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON form atomically."""
-        from search.cli import write_text_atomic
+        from runtime.fileio import write_text_atomic
 
         p = Path(path)
         write_text_atomic(p, json.dumps(self.to_json(), indent=2) + "\n")

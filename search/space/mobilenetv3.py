@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from runtime.netspec import ACTIVATIONS, NetSpec, make_divisible
 from search.arch import Arch
@@ -148,14 +147,9 @@ class MobileNetV3Config:
     @classmethod
     def from_yaml(cls, path: str | Path) -> MobileNetV3Config:
         """Load and validate a YAML space configuration file."""
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text())
-        except FileNotFoundError:
-            raise SpaceError(f"{p}: file not found") from None
-        except yaml.YAMLError as exc:
-            raise SpaceError(f"{p}: not valid YAML ({exc})") from None
-        return cls.from_dict(data or {}, source=str(p))
+        from runtime.fileio import load_yaml
+
+        return cls.from_dict(load_yaml(path, SpaceError) or {}, source=str(Path(path)))
 
 
 class MobileNetV3Space(SearchSpace):
