@@ -1,0 +1,154 @@
+"""Supernet-inherited accuracy of architectures: extract, recalibrate BatchNorm, evaluate top-1 (torch).
+
+``SupernetEvaluator`` is a ``SpaceProblem`` evaluator (``codes -> {"accuracy": (n,) array in %}``)
+backed by a trained ``MobileNetV3Supernet``. For each distinct architecture (by canonical
+encoding) it
+
+1. extracts the subnet (``supernet.extract``: a plain module with copies of its weights, so the
+   supernet itself is never modified and evaluations cannot interfere);
+2. recalibrates its BatchNorm statistics on a fixed subset of ``recalibration_images`` training
+   images at the arch's resolution — the supernet's running statistics were accumulated over
+   many different subnets and belong to none of them (Once-for-All uses 2,000 images);
+3. measures top-1 accuracy on ``val``, resized to the arch's resolution (``resize_input``).
+
+The recalibration subset is drawn once, by ``seed``, and fed in the same order for every arch,
+so an arch's accuracy does not depend on which archs were evaluated before it. Results are cached
+by the canonical encoding's bytes (``cache=True``); ``n_evaluations`` counts subnets actually
+measured and ``n_queries`` rows asked for. Importing this module imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import cast
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from search.arch import Arch
+from search.data import Dataset
+from search.data.splits import rng_for
+from search.space.mobilenetv3 import MobileNetV3Space
+from search.supernet.model import MobileNetV3Supernet, recalibrate_bn, resize_input
+
+__all__ = ["SupernetEvalError", "SupernetEvaluator"]
+
+
+class SupernetEvalError(ValueError):
+    """An evaluator option or dataset that does not fit the supernet; the message names the field."""
+
+
+class SupernetEvaluator:
+    """``codes -> {metric: top-1 accuracy in %}`` of subnets inherited from ``supernet`` (see module doc).
+
+    ``recalibrate=False`` keeps the inherited statistics (only for comparisons: they are wrong
+    for subnets). ``device`` is where subnets run; data stays on the CPU until batched.
+    """
+
+    def __init__(
+        self,
+        supernet: MobileNetV3Supernet,
+        space: MobileNetV3Space,
+        train: Dataset,
+        val: Dataset,
+        recalibration_images: int = 2000,
+        batch_size: int = 256,
+        cache: bool = True,
+        recalibrate: bool = True,
+        seed: int = 0,
+        metric: str = "accuracy",
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if space.name != supernet.space.name or list(space.cardinalities) != list(supernet.space.cardinalities):
+            raise SupernetEvalError(
+                f"field 'space': {space.name!r} is not the supernet's space {supernet.space.name!r}"
+            )
+        c = space.config
+        for name, ds in (("train", train), ("val", val)):
+            if not isinstance(ds, Dataset):
+                raise SupernetEvalError(f"field {name!r}: need a search.data.Dataset, got {type(ds).__name__}")
+            if ds.input_shape[0] != c.in_channels:
+                raise SupernetEvalError(
+                    f"field {name!r}: dataset {ds.name!r} has {ds.input_shape[0]} channels, "
+                    f"the space needs {c.in_channels}"
+                )
+            if ds.num_classes > c.num_classes:
+                raise SupernetEvalError(
+                    f"field {name!r}: dataset {ds.name!r} has {ds.num_classes} classes, the space only {c.num_classes}"
+                )
+        if len(val) == 0:
+            raise SupernetEvalError("field 'val': the validation set is empty")
+        for name, value in (("recalibration_images", recalibration_images), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SupernetEvalError(f"field {name!r}: need a positive integer, got {value!r}")
+        if recalibrate and len(train) == 0:
+            raise SupernetEvalError("field 'train': recalibration needs training images, the set is empty")
+        self.supernet, self.space = supernet, space
+        self.batch_size, self.cache_enabled, self.recalibrate = batch_size, cache, recalibrate
+        self.metric, self.device, self.seed = metric, torch.device(device), seed
+        # The fixed recalibration subset: the same images, in the same order, for every arch.
+        n_recal = min(recalibration_images, len(train))
+        idx = rng_for(seed).permutation(len(train))[:n_recal] if len(train) else np.zeros(0, dtype=np.int64)
+        self.recalibration_images = int(n_recal)
+        self._recal_x = torch.from_numpy(np.array(train.x[idx], dtype=np.float32))
+        self._val_x = torch.from_numpy(np.array(val.x, dtype=np.float32))
+        self._val_y = torch.from_numpy(np.array(val.y, dtype=np.int64))
+        self._cache: dict[bytes, float] = {}
+        self.n_evaluations = 0
+        self.n_queries = 0
+        self.seconds = 0.0
+
+    # ---- the SpaceProblem interface --------------------------------------------------------
+    def __call__(self, codes: np.ndarray) -> dict[str, np.ndarray]:
+        """``{metric: (n,) float64}``: top-1 accuracy in % of each row's subnet."""
+        canon = self.space.canonicalise(self.space.check_codes(codes))
+        canon = np.atleast_2d(canon)
+        self.n_queries += canon.shape[0]
+        keys = [row.astype(np.int64).tobytes() for row in canon]
+        found: dict[bytes, float] = {}
+        for key, row in zip(keys, canon, strict=True):
+            if key in found:
+                continue
+            if key in self._cache:
+                found[key] = self._cache[key]
+                continue
+            found[key] = self.evaluate_arch(self.space.decode(row))
+            if self.cache_enabled:
+                self._cache[key] = found[key]
+        return {self.metric: np.array([found[k] for k in keys], dtype=np.float64)}
+
+    @property
+    def cache_size(self) -> int:
+        """Distinct architectures whose accuracy is cached."""
+        return len(self._cache)
+
+    # ---- one architecture ------------------------------------------------------------------
+    def evaluate_arch(self, arch: Arch) -> float:
+        """Top-1 accuracy (%) on ``val`` of ``arch``'s subnet after BN recalibration (not cached, counted)."""
+        started = time.perf_counter()
+        was_training = self.supernet.training
+        self.supernet.eval()
+        try:
+            sub = self.supernet.extract(arch).to(self.device)
+        finally:
+            self.supernet.train(was_training)
+        resolution = int(arch["resolution"])
+        if self.recalibrate:
+            recalibrate_bn(sub, self._chunks(self._recal_x), self.recalibration_images, resolution)
+        sub.eval()
+        correct = 0
+        with torch.no_grad():
+            for start in range(0, len(self._val_y), self.batch_size):
+                x = resize_input(self._val_x[start : start + self.batch_size].to(self.device), resolution)
+                logits = cast(Tensor, sub(x))
+                y = self._val_y[start : start + self.batch_size].to(self.device)
+                correct += int((logits.argmax(dim=1) == y).sum())
+        self.n_evaluations += 1
+        self.seconds += time.perf_counter() - started
+        return 100.0 * correct / len(self._val_y)
+
+    def _chunks(self, x: Tensor) -> Iterator[Tensor]:
+        for start in range(0, len(x), self.batch_size):
+            yield x[start : start + self.batch_size].to(self.device)

@@ -1,0 +1,119 @@
+"""SupernetEvaluator: cached, counted, deterministic supernet-inherited accuracy with BN recalibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from search.data import Dataset, batches, load_dataset, split
+from search.evaluators.supernet_eval import SupernetEvalError, SupernetEvaluator
+from search.problem import Objective, SpaceProblem
+from search.space import MobileNetV3Space, load_space
+from search.supernet import MobileNetV3Supernet, resize_input
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def space() -> MobileNetV3Space:
+    return load_space("mnist")  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Dataset, Dataset]:
+    train, val, _ = split(load_dataset("digits"), seed=0)
+    return train, val.take(np.arange(96))
+
+
+@pytest.fixture(scope="module")
+def supernet(space: MobileNetV3Space, data: tuple[Dataset, Dataset]) -> MobileNetV3Supernet:
+    """A briefly trained supernet (smallest subnet, 25 Adam steps): enough for BN statistics to matter."""
+    torch.manual_seed(0)
+    net = MobileNetV3Supernet(space)
+    net.set_active(net.min_arch())
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    net.train()
+    for i, (x, y) in enumerate(batches(data[0], 32, seed=0)):
+        if i == 25:
+            break
+        loss = F.cross_entropy(net(resize_input(torch.from_numpy(x), 28)), torch.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    return net
+
+
+def _codes(space: MobileNetV3Space, net: MobileNetV3Supernet) -> np.ndarray:
+    small = space.encode(net.min_arch())
+    other = space.canonicalise(space.sample(6, np.random.default_rng(3)))
+    # keep the subnets small so the test is fast: depth option 0 in every stage
+    other[:, space.depth_offset : space.kernel_offset] = 0
+    return space.canonicalise(np.vstack([small, other[:2]]))
+
+
+def _evaluator(net, space, data, **kw) -> SupernetEvaluator:
+    return SupernetEvaluator(net, space, data[0], data[1], recalibration_images=64, batch_size=32, **kw)
+
+
+def test_cache_dedup_and_counts(supernet, space, data) -> None:
+    ev = _evaluator(supernet, space, data)
+    codes = _codes(space, supernet)
+    first = ev(np.vstack([codes, codes[:1]]))["accuracy"]  # a repeat inside one call
+    assert first.shape == (4,) and first[0] == first[3]
+    assert np.all((first >= 0) & (first <= 100))
+    assert ev.n_evaluations == 3 and ev.cache_size == 3 and ev.n_queries == 4
+    # an inactive slot's gene differs, the arch is the same: still a cache hit
+    twin = codes[:1].copy()
+    twin[0, space.kernel_offset + space.max_depth - 1] = 2
+    again = ev(np.vstack([codes[::-1], twin]))["accuracy"]
+    assert ev.n_evaluations == 3  # nothing new evaluated
+    assert np.array_equal(again, np.r_[first[:3][::-1], first[0]])
+
+
+def test_deterministic_and_uncached(supernet, space, data) -> None:
+    codes = _codes(space, supernet)[:2]
+    a = _evaluator(supernet, space, data, cache=False)
+    first = a(codes)["accuracy"]
+    second = a(codes)["accuracy"]
+    assert a.n_evaluations == 4 and a.cache_size == 0
+    assert np.array_equal(first, second)
+    assert np.array_equal(_evaluator(supernet, space, data)(codes)["accuracy"], first)
+
+
+def test_recalibration_matters_and_leaves_the_supernet_alone(supernet, space, data) -> None:
+    codes = _codes(space, supernet)
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    recal = _evaluator(supernet, space, data)(codes)["accuracy"]
+    inherited = _evaluator(supernet, space, data, recalibrate=False)(codes)["accuracy"]
+    assert not np.array_equal(recal, inherited)
+    # the supernet's own (inherited) statistics were accumulated in train mode over other inputs;
+    # recalibrated subnets must do better on average
+    assert recal.mean() > inherited.mean()
+    after = supernet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_is_a_space_problem_evaluator(supernet, space, data) -> None:
+    ev = _evaluator(supernet, space, data)
+    problem = SpaceProblem(space, [ev], [Objective("accuracy", "max")])
+    out = problem.metrics(_codes(space, supernet)[:1])
+    assert set(out) >= {"accuracy"}
+
+
+def test_rejects_mismatched_data(supernet, space, data) -> None:
+    rgb = Dataset(
+        "rgb", np.zeros((2, 3, 8, 8), np.float32), np.zeros(2, np.int64), ("a",), "test", (0.0,) * 3, (1.0,) * 3
+    )
+    with pytest.raises(SupernetEvalError, match=r"field 'val'.*3 channels"):
+        SupernetEvaluator(supernet, space, data[0], rgb)
+    with pytest.raises(SupernetEvalError, match="recalibration_images"):
+        SupernetEvaluator(supernet, space, data[0], data[1], recalibration_images=0)
