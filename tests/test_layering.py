@@ -126,7 +126,7 @@ def test_fleetnas_help_works_without_torch_flwr_search_federation() -> None:
 
     eps = {ep.name for ep in metadata.entry_points(group="fleetnas.commands")}
     if not eps:
-        pytest.skip("fleetnas is not installed, so no entry points to list (run `make test`)")
+        pytest.fail("fleetnas is not installed, so no entry points to list (run `make test`)")
     for name in eps:
         assert name in proc.stdout, f"subcommand {name} missing from --help"
     if "devices" in eps:
