@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from benchmarks.supernet_ranking import DEFAULT_CONFIG, load_data, make_space
-    from search.evaluators.supernet_eval import SupernetEvaluator
     from search.predictors.mlp import fit_predictor_from_supernet
+    from search.supernet.evaluation import SupernetEvaluator
     from search.supernet.model import MobileNetV3Supernet
     from search.supernet.schedule import SupernetTrainConfig
 

@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from search.arch import Arch
 from search.cost.report import cost_netspec
 from search.data import Dataset, batches, load_dataset, proxy, split
-from search.evaluators.supernet_eval import SupernetEvaluator
 from search.predictors.mlp import kendall_tau, spearman
 from search.space.mobilenetv3 import MobileNetV3Space
+from search.supernet.evaluation import SupernetEvaluator
 from search.supernet.model import MobileNetV3Supernet, NetSpecModule, resize_input
 from search.supernet.schedule import SupernetTrainConfig, make_space
 

@@ -3,7 +3,8 @@
 ``elastic``: elastic layers (leading channels, the 7→5→3 kernel transform chain, importance
 sorting); ``model``: ``MobileNetV3Supernet`` (``set_active`` / ``forward`` / ``extract``), the plain
 ``NetSpecModule`` an extracted subnet is, ``recalibrate_bn`` and ``resize_input``; ``export``: ONNX
-export with BatchNorm folded, and NetSpec-named weights for ``runtime.onnx_builder``.
+export with BatchNorm folded, and NetSpec-named weights for ``runtime.onnx_builder``;
+``evaluation``: ``SupernetEvaluator``, subnet accuracy (BN recalibrated, cached) for ``SpaceProblem``.
 
 torch is imported only inside this package's modules (and, elsewhere in ``search``, the
 compression modules). Importing the package itself does not import torch: the names below load
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
         ElasticPointwiseConv,
         ElasticSqueezeExcite,
     )
+    from search.supernet.evaluation import SupernetEvaluator
     from search.supernet.export import export_onnx, fold_batchnorm, folded_weights
     from search.supernet.model import MobileNetV3Supernet, NetSpecModule, recalibrate_bn, resize_input
 
@@ -40,6 +42,7 @@ _EXPORTS = {
     "ElasticSqueezeExcite": "elastic",
     "MobileNetV3Supernet": "model",
     "NetSpecModule": "model",
+    "SupernetEvaluator": "evaluation",
     "export_onnx": "export",
     "fold_batchnorm": "export",
     "folded_weights": "export",
@@ -58,6 +61,7 @@ __all__ = [
     "ElasticSqueezeExcite",
     "MobileNetV3Supernet",
     "NetSpecModule",
+    "SupernetEvaluator",
     "export_onnx",
     "fold_batchnorm",
     "folded_weights",

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from search.data import Dataset, batches, load_dataset, split
-from search.evaluators.supernet_eval import SupernetEvalError, SupernetEvaluator
 from search.problem import Objective, SpaceProblem
 from search.space import MobileNetV3Space, load_space
 from search.supernet import MobileNetV3Supernet, resize_input
+from search.supernet.evaluation import SupernetEvalError, SupernetEvaluator
 
 
 @pytest.fixture(autouse=True, scope="module")
