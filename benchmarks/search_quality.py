@@ -15,17 +15,7 @@
 
 from __future__ import annotations
 
-import os
-
-
-def pin_one_core() -> None:
-    """Run on one core, as the claims say. Call before numpy is imported: BLAS threads started
-    earlier keep the process's original affinity and would use the second core."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-
+from benchmarks import pin_one_core
 
 if __name__ == "__main__":
     pin_one_core()

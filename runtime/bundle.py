@@ -550,10 +550,6 @@ def unpack(archive: Path, dest: Path) -> None:
         raise BundleError(f"{archive}: not a bundle archive ({exc})") from None
 
 
-def mode_entries_by_name(manifest: Manifest) -> dict[str, ModeEntry]:
-    """Modes keyed by name."""
-    return {m.name: m for m in manifest.modes}
-
 
 __all__: Sequence[str] = (
     "ARCHIVE_SUFFIX",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -433,10 +433,3 @@ def mode_input(runtime: MultiModeRuntime, batch: int = 1, seed: int = 0, mode: s
     shape = (batch, *runtime.input_shape(mode)[1:])
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
-
-def describe_modes(runtime: MultiModeRuntime) -> Mapping[str, Any]:
-    """Manifest facts per mode (input shape and expected figures) for reports."""
-    out = {}
-    for m in runtime.bundle.manifest.modes:
-        out[m.name] = {"input": m.input.to_json(), "expected": {k: v.to_json() for k, v in m.expected.items()}}
-    return out

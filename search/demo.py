@@ -22,21 +22,10 @@ from runtime.hardware import load_device
 from runtime.hardware.workload import workload_of
 from search.cost.report import cost_netspec
 from search.cost.table import SpaceCostTable
-from search.pareto import front_2d
+from search.pareto import pareto_front
+from search.predictors.mlp import spearman
 from search.references import REFERENCES
 from search.space import MobileNetV3Space, load_space
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 (ties broken by position; fine for continuous latencies)."""
-    r = np.empty(len(x))
-    r[np.argsort(x, kind="stable")] = np.arange(len(x))
-    return r
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of two equally long arrays."""
-    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
 
 
 def _log(progress: bool, message: str) -> None:
@@ -80,7 +69,8 @@ def run_demo(
         )
         fits = costs["peak_activation_bytes"] <= device.ram_bytes
         idx = np.flatnonzero(fits)
-        front = idx[front_2d(costs["latency_ms"][idx], costs["macs"][idx])]
+        front = idx[pareto_front(np.column_stack([costs["latency_ms"][idx], -costs["macs"][idx]]))]
+        front = front[np.argsort(costs["latency_ms"][front], kind="stable")]  # fastest first
         fronts[device.name] = front
         latencies[device.name] = costs["latency_ms"]
         picks = front[np.unique(np.linspace(0, len(front) - 1, min(show, len(front))).round().astype(int))]
@@ -137,7 +127,7 @@ def run_demo(
     common = np.intersect1d(fronts[a], fronts[b])
     result["cross_device"] = {
         "devices": [a, b],
-        "latency_spearman": spearman(latencies[a], latencies[b]),
+        "latency_spearman": float(spearman(latencies[a], latencies[b])),
         "front_overlap": len(common) / max(1, min(len(fronts[a]), len(fronts[b]))),
     }
     if out_dir is not None:

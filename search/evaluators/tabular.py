@@ -42,7 +42,7 @@ from runtime.hardware.workload import workload_of
 from runtime.netspec import DTYPE_BYTES, Activation, Add, Conv, Layer, NetSpec, Pool
 from search.builder import NetBuilder
 from search.cost.memory import critical_path, peak_activation_bytes
-from search.pareto import front_2d, hypervolume
+from search.pareto import hypervolume, pareto_front
 from search.space.base import SpaceError
 from search.space.nasbench201 import (
     AVG_POOL,
@@ -479,7 +479,11 @@ def true_front(
     acc = np.asarray(merged[accuracy], dtype=float)
     cst = np.asarray(merged[cost], dtype=float)
     ok = np.flatnonzero(sp.connected(codes) & np.isfinite(acc) & np.isfinite(cst))
-    keep = ok[front_2d(cst[ok], acc[ok])]
+    front = ok[pareto_front(np.column_stack([cst[ok], -acc[ok]]))]
+    front = front[np.lexsort((acc[front], cst[front]))]
+    # isomorphic cells can tie exactly; one cell per front point
+    distinct = np.r_[True, (np.diff(cst[front]) != 0) | (np.diff(acc[front]) != 0)]
+    keep = front[distinct]
     return TrueFront(codes[keep], acc[keep], cst[keep], accuracy, cost)
 
 
