@@ -30,11 +30,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from benchmarks.supernet_ranking import DEFAULT_CONFIG, load_data, make_space
+    from benchmarks.supernet_ranking import DEFAULT_CONFIG, make_space
     from search.predictors.mlp import fit_predictor_from_supernet
     from search.supernet.evaluation import SupernetEvaluator
     from search.supernet.model import MobileNetV3Supernet
     from search.supernet.schedule import SupernetTrainConfig
+    from search.supernet.trained import load_splits
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     net = MobileNetV3Supernet(space, cfg.alignment)
     net.load_state_dict(torch.load(root / "supernet.pt", map_location="cpu", weights_only=True))
     net.eval()
-    train, val = load_data(cfg)
+    train, val = load_splits(cfg)[:2]
     evaluator = SupernetEvaluator(net, space, train, val, recalibration_images=args.recalibration_images)
     hidden = tuple(int(h) for h in args.hidden.split(","))
     _, report = fit_predictor_from_supernet(

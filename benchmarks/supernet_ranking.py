@@ -7,7 +7,7 @@ agreement in one run and prints one JSON document:
 
 1. the supernet: ``--supernet DIR`` (a ``train_supernet`` output directory with ``supernet.pt``
    and ``config.yaml``) or, without it, trained here with ``--config`` (default
-   ``configs/supernet_demo.yaml``) into ``--out``;
+   the ``demo`` preset) into ``--out``;
 2. ``--n-subnets`` (≥ 12) architectures spread over the space: a seeded pool is costed (MACs of the
    NetSpec) and one arch is drawn from each MACs quantile bin;
 3. each one's supernet-inherited top-1 on the validation split (``SupernetEvaluator``: extract,
@@ -42,26 +42,16 @@ import torch.nn.functional as F
 
 from search.arch import Arch
 from search.cost.report import cost_netspec
-from search.data import Dataset, batches, load_dataset, proxy, split
+from search.data import Dataset, batches
 from search.predictors.mlp import kendall_tau, spearman
 from search.space.mobilenetv3 import MobileNetV3Space
 from search.supernet.evaluation import SupernetEvaluator
 from search.supernet.model import MobileNetV3Supernet, NetSpecModule, resize_input
 from search.supernet.schedule import SupernetTrainConfig, make_space
+from search.supernet.trained import load_splits
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "supernet_demo.yaml"
+DEFAULT_CONFIG = "demo"
 GOAL_TAU = 0.8
-
-
-def load_data(cfg: SupernetTrainConfig) -> tuple[Dataset, Dataset]:
-    """(train, validation) exactly as ``train_supernet`` splits them for ``cfg``."""
-    d = cfg.data
-    ds = load_dataset(d.dataset)
-    if d.proxy_fraction < 1.0:
-        ds = proxy(ds, d.proxy_fraction, seed=cfg.seed)
-    parts = split(ds, d.split, seed=cfg.seed)
-    return parts[0], parts[1]
 
 
 def quick_config(cfg: SupernetTrainConfig) -> SupernetTrainConfig:
@@ -83,7 +73,7 @@ def get_supernet(args: argparse.Namespace) -> tuple[MobileNetV3Supernet, Superne
     else:
         from search.supernet.training import train_supernet  # the colleague's trainer
 
-        cfg = SupernetTrainConfig.load(Path(args.config) if args.config else DEFAULT_CONFIG)
+        cfg = SupernetTrainConfig.load(args.config or DEFAULT_CONFIG)
         if args.quick:
             cfg = quick_config(cfg)
         out = Path(args.out)
@@ -165,7 +155,7 @@ def fresh_subnet(space: MobileNetV3Space, alignment: int, arch: Arch, seed: int)
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--supernet", help="train_supernet output dir (or supernet.pt; then --config)")
-    parser.add_argument("--config", help=f"supernet training YAML (default {DEFAULT_CONFIG.relative_to(REPO_ROOT)})")
+    parser.add_argument("--config", help=f"supernet training YAML or preset name [{DEFAULT_CONFIG}]")
     parser.add_argument("--out", default="runs/supernet_ranking", help="where to train the supernet if not given")
     parser.add_argument("--n-subnets", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=4, help="stand-alone training epochs per subnet")
@@ -182,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     net, cfg, supernet_info = get_supernet(args)
     space = net.space
-    train, val = load_data(cfg)
+    train, val = load_splits(cfg)[:2]
     epochs = 1 if args.quick else args.epochs
     max_batches = 40 if args.quick else None
 

@@ -33,11 +33,16 @@ def register(subparsers: Any) -> None:
         "every epoch, so Ctrl-C loses at most one epoch and --resume continues with identical results.",
         epilog="outputs in OUT: supernet.pt (state dict), config.yaml (resolved), history.json, checkpoint.pt\n\n"
         "examples:\n"
-        "  fleetnas supernet train --config configs/supernet_demo.yaml --out out/supernet\n"
-        "  fleetnas supernet train --config configs/supernet_demo.yaml --out out/supernet --resume",
+        "  fleetnas supernet train --config demo --out out/supernet\n"
+        "  fleetnas supernet train --config demo --out out/supernet --resume",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    t.add_argument("--config", required=True, metavar="FILE.yaml", help="supernet training configuration")
+    t.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE.yaml|PRESET",
+        help="training configuration: a YAML file or a preset (demo, long)",
+    )
     t.add_argument("--out", required=True, metavar="DIR", help="output directory")
     t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     add_json_flag(t, nested=True)

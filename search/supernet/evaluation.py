@@ -11,6 +11,10 @@ encoding) it
    many different subnets and belong to none of them (Once-for-All uses 2,000 images);
 3. measures top-1 accuracy on ``val``, resized to the arch's resolution (``resize_input``).
 
+With ``per_class`` the evaluator also returns ``class_accuracy``, an ``(n, classes)`` array of
+per-class top-1 accuracy in % (nan for a class absent from ``val``): what a per-class accuracy
+predictor is fitted on, so a device can weigh it by its own label mix (the federated search).
+
 The recalibration subset is drawn once, by ``seed``, and fed in the same order for every arch,
 so an arch's accuracy does not depend on which archs were evaluated before it. Results are cached
 by the canonical encoding's bytes (``cache=True``); ``n_evaluations`` counts subnets actually
@@ -31,7 +35,7 @@ from search.arch import Arch
 from search.data import Dataset
 from search.data.splits import rng_for
 from search.space.mobilenetv3 import MobileNetV3Space
-from search.supernet.model import MobileNetV3Supernet, recalibrate_bn, resize_input
+from search.supernet.model import MobileNetV3Supernet, NetSpecModule, recalibrate_bn, resize_input
 
 __all__ = ["SupernetEvalError", "SupernetEvaluator"]
 
@@ -60,6 +64,7 @@ class SupernetEvaluator:
         seed: int = 0,
         metric: str = "accuracy",
         device: str | torch.device = "cpu",
+        per_class: bool = False,
     ) -> None:
         if space.name != supernet.space.name or list(space.cardinalities) != list(supernet.space.cardinalities):
             raise SupernetEvalError(
@@ -88,6 +93,8 @@ class SupernetEvaluator:
         self.supernet, self.space = supernet, space
         self.batch_size, self.cache_enabled, self.recalibrate = batch_size, cache, recalibrate
         self.metric, self.device, self.seed = metric, torch.device(device), seed
+        self.per_class = per_class
+        self.num_classes = int(c.num_classes)
         # The fixed recalibration subset: the same images, in the same order, for every arch.
         n_recal = min(recalibration_images, len(train))
         idx = rng_for(seed).permutation(len(train))[:n_recal] if len(train) else np.zeros(0, dtype=np.int64)
@@ -95,29 +102,34 @@ class SupernetEvaluator:
         self._recal_x = torch.from_numpy(np.array(train.x[idx], dtype=np.float32))
         self._val_x = torch.from_numpy(np.array(val.x, dtype=np.float32))
         self._val_y = torch.from_numpy(np.array(val.y, dtype=np.int64))
-        self._cache: dict[bytes, float] = {}
+        self._class_counts = np.bincount(np.asarray(val.y, dtype=np.int64), minlength=self.num_classes).astype(float)
+        self._class_counts[self._class_counts == 0] = np.nan
+        self._cache: dict[bytes, tuple[float, np.ndarray]] = {}
         self.n_evaluations = 0
         self.n_queries = 0
         self.seconds = 0.0
 
     # ---- the SpaceProblem interface --------------------------------------------------------
     def __call__(self, codes: np.ndarray) -> dict[str, np.ndarray]:
-        """``{metric: (n,) float64}``: top-1 accuracy in % of each row's subnet."""
+        """``{metric: (n,) float64}`` top-1 accuracy in % of each row's subnet (+ ``class_accuracy`` (n, classes))."""
         canon = self.space.canonicalise(self.space.check_codes(codes))
         canon = np.atleast_2d(canon)
         self.n_queries += canon.shape[0]
         keys = [row.astype(np.int64).tobytes() for row in canon]
-        found: dict[bytes, float] = {}
+        found: dict[bytes, tuple[float, np.ndarray]] = {}
         for key, row in zip(keys, canon, strict=True):
             if key in found:
                 continue
             if key in self._cache:
                 found[key] = self._cache[key]
                 continue
-            found[key] = self.evaluate_arch(self.space.decode(row))
+            found[key] = self._measure(self.space.decode(row))
             if self.cache_enabled:
                 self._cache[key] = found[key]
-        return {self.metric: np.array([found[k] for k in keys], dtype=np.float64)}
+        out = {self.metric: np.array([found[k][0] for k in keys], dtype=np.float64)}
+        if self.per_class:
+            out["class_accuracy"] = np.stack([found[k][1] for k in keys]).astype(np.float64)
+        return out
 
     @property
     def cache_size(self) -> int:
@@ -127,27 +139,40 @@ class SupernetEvaluator:
     # ---- one architecture ------------------------------------------------------------------
     def evaluate_arch(self, arch: Arch) -> float:
         """Top-1 accuracy (%) on ``val`` of ``arch``'s subnet after BN recalibration (not cached, counted)."""
-        started = time.perf_counter()
+        return self._measure(arch)[0]
+
+    def subnet(self, arch: Arch) -> NetSpecModule:
+        """``arch``'s standalone subnet, BatchNorm recalibrated (unless disabled), in eval mode."""
         was_training = self.supernet.training
         self.supernet.eval()
         try:
             sub = self.supernet.extract(arch).to(self.device)
         finally:
             self.supernet.train(was_training)
-        resolution = int(arch["resolution"])
         if self.recalibrate:
-            recalibrate_bn(sub, self._chunks(self._recal_x), self.recalibration_images, resolution)
-        sub.eval()
-        correct = 0
+            recalibrate_bn(sub, self._chunks(self._recal_x), self.recalibration_images, int(arch["resolution"]))
+        return sub.eval()
+
+    def accuracy_of(self, module: NetSpecModule, resolution: int) -> tuple[float, np.ndarray]:
+        """(top-1 %, per-class top-1 % with nan for absent classes) of ``module`` on ``val`` at ``resolution``."""
+        hits = np.zeros(self.num_classes, dtype=np.int64)
         with torch.no_grad():
             for start in range(0, len(self._val_y), self.batch_size):
                 x = resize_input(self._val_x[start : start + self.batch_size].to(self.device), resolution)
-                logits = cast(Tensor, sub(x))
+                logits = cast(Tensor, module(x))
                 y = self._val_y[start : start + self.batch_size].to(self.device)
-                correct += int((logits.argmax(dim=1) == y).sum())
+                right = (logits.argmax(dim=1) == y).cpu().numpy()
+                np.add.at(hits, y.cpu().numpy()[right], 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_class = 100.0 * hits / self._class_counts
+        return 100.0 * float(hits.sum()) / len(self._val_y), per_class
+
+    def _measure(self, arch: Arch) -> tuple[float, np.ndarray]:
+        started = time.perf_counter()
+        result = self.accuracy_of(self.subnet(arch), int(arch["resolution"]))
         self.n_evaluations += 1
         self.seconds += time.perf_counter() - started
-        return 100.0 * correct / len(self._val_y)
+        return result
 
     def _chunks(self, x: Tensor) -> Iterator[Tensor]:
         for start in range(0, len(x), self.batch_size):

@@ -47,6 +47,7 @@ trained first, small ones increasingly later. Without it sampling is uniform.
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -86,6 +87,9 @@ PHASE_PRESETS: dict[str, tuple[str, ...]] = {
 }
 RULES = ("uniform", "sandwich", "fairnas")
 OPTIMIZERS = ("sgd", "adam")
+
+
+PRESETS: tuple[str, ...] = ("demo", "long")
 
 
 class SupernetConfigError(ValueError):
@@ -274,7 +278,9 @@ class SupernetTrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> SupernetTrainConfig:
-        """Load and validate a YAML file."""
+        """Load and validate a YAML file, or a shipped preset by name (``demo``, ``long``)."""
+        if isinstance(path, str) and path in PRESETS:
+            return cls.preset(path)
         p = Path(path)
         try:
             data = yaml.safe_load(p.read_text())
@@ -283,6 +289,14 @@ class SupernetTrainConfig:
         except yaml.YAMLError as exc:
             raise SupernetConfigError(f"{p}: not valid YAML ({exc})") from None
         return cls.from_dict(data, source=str(p))
+
+    @classmethod
+    def preset(cls, name: str) -> SupernetTrainConfig:
+        """A shipped configuration: ``demo`` (the demo's ~1-minute MNIST run) or ``long`` (the full MNIST space)."""
+        if name not in PRESETS:
+            raise SupernetConfigError(f"supernet preset {name!r} is not known; allowed: {', '.join(PRESETS)}")
+        resource = importlib.resources.files("search.supernet") / "presets" / f"{name}.yaml"
+        return cls.from_dict(yaml.safe_load(resource.read_text()), source=f"preset {name!r} ({resource})")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as plain data (``from_dict(to_dict())`` round-trips)."""

@@ -36,9 +36,10 @@ import yaml
 from torch import Tensor, nn
 
 from search.arch import Arch
-from search.data import Dataset, batches, load_dataset, proxy, split
+from search.data import Dataset, batches
 from search.supernet.model import MobileNetV3Supernet, recalibrate_bn, resize_input
 from search.supernet.schedule import PhaseConfig, PhaseSampler, SupernetConfigError, SupernetTrainConfig, make_space
+from search.supernet.trained import load_splits
 
 __all__ = ["TrainResult", "distillation_loss", "evaluate", "train_supernet"]
 
@@ -148,15 +149,6 @@ def _optimizer(cfg: SupernetTrainConfig, model: nn.Module, phase: PhaseConfig, s
     return opt, sched
 
 
-def _load_data(cfg: SupernetTrainConfig) -> tuple[Dataset, Dataset]:
-    d = cfg.data
-    ds = load_dataset(d.dataset)
-    if d.proxy_fraction < 1.0:
-        ds = proxy(ds, d.proxy_fraction, seed=cfg.seed)
-    parts = split(ds, d.split, seed=cfg.seed)
-    return parts[0], parts[1]
-
-
 class _Progress:
     """A line per epoch on ``stream``; an in-place bar during the epoch when it is a TTY."""
 
@@ -214,7 +206,7 @@ def _train(
     np.random.seed(cfg.seed)
     space = make_space(cfg.space)
     model = MobileNetV3Supernet(space, cfg.alignment)
-    train, val = _load_data(cfg)
+    train, val = load_splits(cfg)[:2]
     rng = np.random.default_rng(cfg.seed)
     steps_per_epoch = len(train) // cfg.data.batch_size
     if steps_per_epoch == 0:

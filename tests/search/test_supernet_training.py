@@ -200,11 +200,13 @@ def test_config_errors_name_file_field_and_allowed(tmp_path: Path, text: str, ne
     assert str(p) in str(err.value) and needle in str(err.value)
 
 
-def test_shipped_configs_validate() -> None:
-    root = Path(__file__).resolve().parents[2] / "configs"
-    for name in ("supernet_demo.yaml", "supernet_long.yaml"):
-        cfg = SupernetTrainConfig.load(root / name)
+def test_shipped_presets_validate_and_load_by_name() -> None:
+    for name in ("demo", "long"):
+        cfg = SupernetTrainConfig.load(name)
+        assert cfg == SupernetTrainConfig.preset(name)
         assert cfg.data.dataset == "mnist5k" and len(cfg.phases) >= 3
+    with pytest.raises(SupernetConfigError, match="allowed: demo, long"):
+        SupernetTrainConfig.preset("tiny")
 
 
 # ---- training ----------------------------------------------------------------------------------------
