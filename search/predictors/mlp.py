@@ -16,6 +16,11 @@ Feature maps (``feature_map``):
   0). Fewer inputs, and it assumes options are ordered (true for kernel, expand, depth,
   resolution, width); useful for small training sets.
 
+Outputs: one (a metric per architecture) or k (e.g. per-class accuracy in %, for federated
+clients that mix them with their own label histogram: ``class_mix_evaluator``). ``fit`` takes
+``values`` of shape (n,) or (n, k); each column is standardised on its own; ``predict`` returns
+(n,) for k = 1 and (n, k) otherwise.
+
 Training: Adam on the mean squared error of the *standardised* target (``y_mean``/``y_std`` are
 stored) plus L2 weight decay (1e-3 by default: without it the one-hot MLP overfits a few
 hundred archs and its held-out τ drops from ~0.96 to ~0.85 on a smooth synthetic target),
@@ -26,7 +31,9 @@ for search (Kendall τ-b and Spearman ρ, both tie-aware, numpy only).
 File format (``save``/``load``): one ``.npz`` without pickles: arrays ``W0, b0, W1, b1, …`` (float64)
 and ``__header__``, the UTF-8 bytes of a JSON object (as uint8) with ``format``,
 ``format_version``, ``layer_sizes``, ``activation``, ``feature_map``, ``normalisation``,
-``space`` (``name`` and ``cardinalities``), ``metric`` and ``training``. Nothing in it depends
+``space`` (``name`` and ``cardinalities``), ``metric``, ``training`` and ``n_outputs`` (files
+written before it existed load as one output; ``normalisation`` holds numbers for one output and
+lists of k numbers for k). Nothing in it depends
 on a Python or library version, unlike the pickled predictors of Once-for-All and nn-Meter that
 broke on upgrades; ``load`` checks every field and names the file and field it rejects.
 """
@@ -53,8 +60,10 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "AccuracyPredictor",
+    "MetricFn",
     "PredictorError",
     "active_genes",
+    "class_mix_evaluator",
     "fit_predictor_from_supernet",
     "kendall_tau",
     "rankdata",
@@ -205,7 +214,10 @@ class AccuracyPredictor:
         self.val_fraction, self.weight_decay, self.seed, self.min_val = val_fraction, weight_decay, seed, min_val
         self.weights: list[np.ndarray] = []
         self.biases: list[np.ndarray] = []
-        self.y_mean, self.y_std = 0.0, 1.0
+        self.n_outputs = 1
+        # floats for one output, (k,) arrays for k outputs
+        self.y_mean: float | np.ndarray = 0.0
+        self.y_std: float | np.ndarray = 1.0
         self.training: dict[str, Any] = {}
 
     # ---- features ------------------------------------------------------------------------
@@ -217,8 +229,8 @@ class AccuracyPredictor:
 
     @property
     def layer_sizes(self) -> tuple[int, ...]:
-        """``(n_features, *hidden, 1)``."""
-        return (self.n_features, *self.hidden, 1)
+        """``(n_features, *hidden, n_outputs)``."""
+        return (self.n_features, *self.hidden, self.n_outputs)
 
     def features(self, codes: np.ndarray) -> np.ndarray:
         """float64 ``(n, n_features)``: the MLP input for the encodings ``codes``."""
@@ -253,11 +265,11 @@ class AccuracyPredictor:
             if i < last:
                 h = np.maximum(h, 0.0)
             acts.append(h)
-        return h[:, 0], acts
+        return h, acts
 
     def _gradients(self, acts: list[np.ndarray], err: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        # d(mean squared error)/d(output) = 2 * err / n
-        delta = (2.0 / err.size) * err[:, None]
+        # d(mean squared error over all n·k outputs)/d(output) = 2 * err / (n·k)
+        delta = (2.0 / err.size) * err
         gw: list[np.ndarray] = [np.empty(0)] * len(self.weights)
         gb: list[np.ndarray] = [np.empty(0)] * len(self.weights)
         for i in range(len(self.weights) - 1, -1, -1):
@@ -274,23 +286,33 @@ class AccuracyPredictor:
 
     # ---- training ------------------------------------------------------------------------
     def fit(self, codes: np.ndarray, values: ArrayLike) -> AccuracyPredictor:
-        """Train on ``codes`` → ``values`` (replacing any earlier weights); returns ``self``."""
+        """Train on ``codes`` → ``values`` (n,) or (n, k) (replacing any earlier weights); returns ``self``."""
         x = self.features(codes)
-        y = np.asarray(values, dtype=np.float64).ravel()
-        if y.size != x.shape[0]:
-            raise PredictorError(f"fit: {x.shape[0]} encodings but {y.size} values")
-        if y.size < 2 or not np.all(np.isfinite(y)):
-            raise PredictorError(f"fit: need at least 2 finite values, got {y.size} (finite: {np.isfinite(y).sum()})")
+        y = np.asarray(values, dtype=np.float64)
+        if y.ndim == 2 and y.shape[1] == 0:
+            raise PredictorError("fit: values of shape (n, 0) have no outputs")
+        y = y.reshape(-1, 1) if y.ndim <= 1 else y
+        if y.ndim != 2 or y.shape[0] != x.shape[0]:
+            raise PredictorError(
+                f"fit: {x.shape[0]} encodings but {y.shape[0] if y.ndim == 2 else y.size} values "
+                f"(need shape ({x.shape[0]},) or ({x.shape[0]}, k), got {np.shape(values)})"
+            )
+        n = y.shape[0]
+        if n < 2 or not np.all(np.isfinite(y)):
+            raise PredictorError(f"fit: need at least 2 finite values, got {n} (finite: {np.isfinite(y).all(1).sum()})")
         started = time.perf_counter()
         rng = np.random.default_rng(self.seed)
-        order = rng.permutation(y.size)
-        n_val = round(self.val_fraction * y.size)
-        if n_val < self.min_val or y.size - n_val < 2:
+        order = rng.permutation(n)
+        n_val = round(self.val_fraction * n)
+        if n_val < self.min_val or n - n_val < 2:
             n_val = 0
         val_idx, train_idx = order[:n_val], order[n_val:]
-        self.y_mean = float(y[train_idx].mean())
-        self.y_std = float(y[train_idx].std()) or 1.0
-        z = (y - self.y_mean) / self.y_std
+        self.n_outputs = int(y.shape[1])
+        mean = y[train_idx].mean(axis=0)
+        std = y[train_idx].std(axis=0)
+        std[std == 0] = 1.0  # a constant column: predict its mean
+        self._set_normalisation(mean, std)
+        z = (y - mean) / std
         self._init(rng)
         params = [*self.weights, *self.biases]
         m = [np.zeros_like(p) for p in params]
@@ -326,12 +348,21 @@ class AccuracyPredictor:
         if n_val:
             for p, saved in zip(params, best[1], strict=True):
                 p[...] = saved
+        val_rmse: float | None = None
+        per_output: list[float] | None = None
+        if n_val and self.n_outputs == 1:
+            val_rmse = float(math.sqrt(best[0]) * std[0])
+        elif n_val:
+            err = (self._forward(x[val_idx])[0] - z[val_idx]) * std
+            per_output = [float(v) for v in np.sqrt(np.mean(err**2, axis=0))]
+            val_rmse = float(np.mean(per_output))
         self.training = {
             "n_train": int(train_idx.size),
             "n_val": int(n_val),
             "epochs_run": int(epoch),
             "best_epoch": int(best[2]) if n_val else int(epoch),
-            "val_rmse": float(math.sqrt(best[0]) * self.y_std) if n_val else None,
+            "val_rmse": val_rmse,
+            **({"val_rmse_per_output": per_output} if per_output is not None else {}),
             "seconds": round(time.perf_counter() - started, 3),
             "optimiser": {
                 "name": "adam",
@@ -344,31 +375,52 @@ class AccuracyPredictor:
         }
         return self
 
+    def _set_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:
+        if self.n_outputs == 1:
+            self.y_mean, self.y_std = float(mean[0]), float(std[0])
+        else:
+            self.y_mean, self.y_std = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
+
     def predict(self, codes: np.ndarray) -> np.ndarray:
-        """float64 ``(n,)``: predicted metric (same units as the training values) for ``codes``."""
+        """float64 ``(n,)`` for one output, ``(n, k)`` for k: predictions in the training values' units."""
         if not self.is_fitted:
             raise PredictorError("predict: the predictor is not fitted (call fit or load first)")
-        return self._forward(self.features(codes))[0] * self.y_std + self.y_mean
+        out = self._forward(self.features(codes))[0] * self.y_std + self.y_mean
+        return out[:, 0] if self.n_outputs == 1 else out
 
-    def evaluate(self, codes: np.ndarray, values: ArrayLike) -> dict[str, float]:
-        """``{"rmse", "kendall_tau", "spearman", "n"}`` of the predictions for ``codes`` against ``values``."""
-        y = np.asarray(values, dtype=np.float64).ravel()
-        pred = self.predict(codes)
-        if pred.size != y.size:
-            raise PredictorError(f"evaluate: {pred.size} encodings but {y.size} values")
-        return {
-            "rmse": float(np.sqrt(np.mean((pred - y) ** 2))),
-            "kendall_tau": kendall_tau(pred, y),
-            "spearman": spearman(pred, y),
-            "n": float(y.size),
+    def evaluate(self, codes: np.ndarray, values: ArrayLike) -> dict[str, Any]:
+        """``{"rmse", "kendall_tau", "spearman", "n"}`` of the predictions against ``values``.
+
+        With k outputs the three are means over the outputs and ``"per_output"`` holds the k values of each.
+        """
+        pred = self.predict(codes).reshape(-1, self.n_outputs)
+        y = np.asarray(values, dtype=np.float64)
+        y = y.reshape(-1, 1) if y.ndim <= 1 else y
+        if y.shape != pred.shape:
+            raise PredictorError(
+                f"evaluate: {pred.shape[0]} encodings with {self.n_outputs} output(s) but values of shape "
+                f"{np.shape(values)}"
+            )
+        rmse = [float(np.sqrt(np.mean((pred[:, j] - y[:, j]) ** 2))) for j in range(self.n_outputs)]
+        tau = [kendall_tau(pred[:, j], y[:, j]) for j in range(self.n_outputs)]
+        rho = [spearman(pred[:, j], y[:, j]) for j in range(self.n_outputs)]
+        report: dict[str, Any] = {
+            "rmse": float(np.mean(rmse)),
+            "kendall_tau": float(np.mean(tau)),
+            "spearman": float(np.mean(rho)),
+            "n": float(y.shape[0]),
         }
+        if self.n_outputs > 1:
+            report["per_output"] = {"rmse": rmse, "kendall_tau": tau, "spearman": rho}
+        return report
 
     def as_evaluator(self, metric: str | None = None) -> MetricFn:
-        """A ``SpaceProblem`` evaluator: ``codes -> {metric: predictions}`` (default: the predictor's metric)."""
+        """A ``SpaceProblem`` evaluator: ``codes -> {metric: predictions}`` (k outputs: their uniform mean)."""
         name = metric or self.metric
 
         def evaluate(codes: np.ndarray) -> dict[str, np.ndarray]:
-            return {name: self.predict(codes)}
+            pred = self.predict(codes)
+            return {name: pred if pred.ndim == 1 else pred.mean(axis=1)}
 
         return evaluate
 
@@ -381,10 +433,19 @@ class AccuracyPredictor:
             "layer_sizes": list(self.layer_sizes),
             "activation": "relu",
             "feature_map": {"kind": self.feature_map, "mask_inactive": True, "drop_single_option_genes": True},
-            "normalisation": {"y_mean": self.y_mean, "y_std": self.y_std},
             "space": {"name": self.space.name, "cardinalities": [int(c) for c in self.cardinalities]},
             "metric": self.metric,
             "training": self.training,
+            "n_outputs": self.n_outputs,
+            "normalisation": self._normalisation_json(),
+        }
+
+    def _normalisation_json(self) -> dict[str, Any]:
+        if self.n_outputs == 1:
+            return {"y_mean": float(self.y_mean), "y_std": float(self.y_std)}
+        return {
+            "y_mean": [float(v) for v in np.asarray(self.y_mean)],
+            "y_std": [float(v) for v in np.asarray(self.y_std)],
         }
 
     def save(self, path: str | Path) -> Path:
@@ -452,17 +513,26 @@ class AccuracyPredictor:
         want = [int(c) for c in space.cardinalities]
         if list(sp["cardinalities"]) != want:
             raise bad("space.cardinalities", f"saved {sp['cardinalities']}, space {space.name!r} has {want}")
+        k = header.get("n_outputs", 1)  # files from before multi-output predictors have one
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise bad("n_outputs", f"{k!r}; need an integer >= 1")
         norm = header["normalisation"]
         try:
-            y_mean, y_std = float(norm["y_mean"]), float(norm["y_std"])
+            y_mean = np.asarray(norm["y_mean"], dtype=np.float64).reshape(-1)
+            y_std = np.asarray(norm["y_std"], dtype=np.float64).reshape(-1)
         except (TypeError, KeyError, ValueError):
-            raise bad("normalisation", f"{norm!r}; need numbers 'y_mean' and 'y_std'") from None
-        if not (math.isfinite(y_mean) and math.isfinite(y_std) and y_std > 0):
-            raise bad("normalisation", f"need finite y_mean and y_std > 0, got {y_mean}, {y_std}")
+            raise bad(
+                "normalisation", f"{norm!r}; need 'y_mean' and 'y_std' (numbers, or lists for k outputs)"
+            ) from None
+        if y_mean.size != k or y_std.size != k:
+            raise bad("normalisation", f"need {k} value(s) each of y_mean and y_std for n_outputs = {k}")
+        if not (np.all(np.isfinite(y_mean)) and np.all(np.isfinite(y_std)) and np.all(y_std > 0)):
+            raise bad("normalisation", f"need finite y_mean and y_std > 0, got {y_mean.tolist()}, {y_std.tolist()}")
         sizes = header["layer_sizes"]
         if not isinstance(sizes, list) or len(sizes) < 2 or not all(isinstance(s, int) and s > 0 for s in sizes):
             raise bad("layer_sizes", f"{sizes!r}; need a list of >= 2 positive integers")
         pred = cls(space, hidden=sizes[1:-1], feature_map=fmap["kind"], metric=str(header["metric"]))
+        pred.n_outputs = k
         if tuple(sizes) != pred.layer_sizes:
             raise bad("layer_sizes", f"{sizes}; the space and feature map need {list(pred.layer_sizes)}")
         weights: list[np.ndarray] = []
@@ -480,9 +550,35 @@ class AccuracyPredictor:
         if arrays:
             raise bad(sorted(arrays)[0], f"unexpected array(s) {sorted(arrays)}")
         pred.weights, pred.biases = weights, biases
-        pred.y_mean, pred.y_std = y_mean, y_std
+        pred._set_normalisation(y_mean, y_std)
         pred.training = dict(header["training"]) if isinstance(header["training"], dict) else {}
         return pred
+
+
+def class_mix_evaluator(
+    predictor: AccuracyPredictor, class_weights: ArrayLike, metric: str = "accuracy"
+) -> MetricFn:
+    """An evaluator ``codes -> {metric: Σ_c p_c · acc_c}`` mixing per-class predictions by ``class_weights``.
+
+    ``class_weights`` (a label histogram: counts or fractions, ≥ 0) is normalised to sum 1 and needs
+    one entry per predictor output. A federated client passes its own label histogram, so the
+    accuracy estimate is for its own data without the data leaving the device.
+    """
+    p = np.asarray(class_weights, dtype=np.float64).ravel()
+    if p.size != predictor.n_outputs:
+        raise PredictorError(
+            f"class_mix_evaluator: field 'class_weights': {p.size} weights but the predictor has "
+            f"{predictor.n_outputs} output(s) (one per class)"
+        )
+    if not np.all(np.isfinite(p)) or np.any(p < 0) or not p.sum() > 0:
+        raise PredictorError("class_mix_evaluator: field 'class_weights': need finite weights >= 0, not all zero")
+    p = p / p.sum()
+
+    def evaluate(codes: np.ndarray) -> dict[str, np.ndarray]:
+        pred = predictor.predict(codes).reshape(-1, predictor.n_outputs)
+        return {metric: pred @ p}
+
+    return evaluate
 
 
 def fit_predictor_from_supernet(

@@ -15,6 +15,7 @@ from search.predictors.mlp import (
     FORMAT_VERSION,
     AccuracyPredictor,
     PredictorError,
+    class_mix_evaluator,
     fit_predictor_from_supernet,
     kendall_tau,
     rankdata,
@@ -187,6 +188,94 @@ def test_load_errors_name_file_and_field(tmp_path: Path, fitted: AccuracyPredict
 
     with pytest.raises(PredictorError, match=r"missing\.npz: file not found"):
         AccuracyPredictor.load(tmp_path / "missing.npz", space)
+
+
+# ---- multi-output (per-class accuracy) ----------------------------------------------------------
+def _per_class_target(space: SearchSpace, codes: np.ndarray) -> np.ndarray:
+    """(n, 3) 'per-class accuracies' on very different scales: per-column normalisation must handle them."""
+    base = _smooth_target(space, codes)
+    f = AccuracyPredictor(space, feature_map="ordinal").features(codes)
+    return np.column_stack([base, 0.1 * base + 90.0 + 0.5 * f[:, 1], 2.0 * base - 60.0 - 5.0 * f[:, 2]])
+
+
+@pytest.fixture(scope="module")
+def per_class(space: SearchSpace, data: tuple[np.ndarray, np.ndarray]) -> tuple[AccuracyPredictor, np.ndarray]:
+    codes = data[0]
+    y = _per_class_target(space, codes)
+    return AccuracyPredictor(space, hidden=(64, 64), seed=0).fit(codes[:700], y[:700]), y
+
+
+def test_multi_output_fits_every_column(per_class, data) -> None:
+    pred, y = per_class
+    codes = data[0]
+    assert pred.n_outputs == 3 and pred.layer_sizes[-1] == 3
+    out = pred.predict(codes[700:])
+    assert out.shape == (200, 3)
+    report = pred.evaluate(codes[700:], y[700:])
+    assert set(report["per_output"]) == {"rmse", "kendall_tau", "spearman"}
+    for j in range(3):
+        assert report["per_output"]["rmse"][j] < 0.3 * y[700:, j].std()  # each column in its own units
+        assert report["per_output"]["kendall_tau"][j] > 0.85
+    assert report["kendall_tau"] == pytest.approx(np.mean(report["per_output"]["kendall_tau"]))
+    # one normalisation per column (the training rows are a seeded 90 % of the first 700)
+    assert isinstance(pred.y_std, np.ndarray) and pred.y_std.shape == (3,)
+    assert np.all(np.abs(pred.y_mean - y[:700].mean(axis=0)) <= 0.1 * y[:700].std(axis=0))
+    assert np.allclose(pred.y_std, y[:700].std(axis=0), rtol=0.1)
+    assert len(pred.training["val_rmse_per_output"]) == 3
+
+
+def test_single_column_matrix_is_one_output(space: SearchSpace, data) -> None:
+    codes, y = data
+    a = AccuracyPredictor(space, hidden=(16,), epochs=5, seed=3).fit(codes[:200], y[:200, None])
+    b = AccuracyPredictor(space, hidden=(16,), epochs=5, seed=3).fit(codes[:200], y[:200])
+    assert a.n_outputs == 1 and a.predict(codes[:5]).shape == (5,)
+    assert np.array_equal(a.predict(codes[200:260]), b.predict(codes[200:260]))
+    assert isinstance(a.y_mean, float)
+    with pytest.raises(PredictorError, match=r"200 encodings but 199 values"):
+        AccuracyPredictor(space).fit(codes[:200], np.zeros((199, 3)))
+    with pytest.raises(PredictorError, match=r"values of shape \(5, 2\)"):
+        a.evaluate(codes[:5], np.zeros((5, 2)))
+
+
+def test_multi_output_save_load_round_trip(tmp_path: Path, per_class, space: SearchSpace, data) -> None:
+    pred, _ = per_class
+    path = pred.save(tmp_path / "per_class.npz")
+    with np.load(path, allow_pickle=False) as z:
+        header = json.loads(z["__header__"].tobytes())
+    assert header["n_outputs"] == 3 and len(header["normalisation"]["y_mean"]) == 3
+    loaded = AccuracyPredictor.load(path, space)
+    assert loaded.n_outputs == 3
+    assert np.array_equal(loaded.predict(data[0][700:]), pred.predict(data[0][700:]))
+    bad = _rewrite(path, tmp_path / "k2.npz", lambda h: h.update(n_outputs=2))
+    with pytest.raises(PredictorError, match=r"k2\.npz: field 'normalisation': need 2 value"):
+        AccuracyPredictor.load(bad, space)
+
+
+def test_files_without_n_outputs_load_as_one_output(tmp_path: Path, fitted: AccuracyPredictor, space, data) -> None:
+    good = fitted.save(tmp_path / "good.npz")
+    old = _rewrite(good, tmp_path / "old.npz", lambda h: h.pop("n_outputs"))
+    with np.load(old, allow_pickle=False) as z:
+        assert "n_outputs" not in json.loads(z["__header__"].tobytes())
+    loaded = AccuracyPredictor.load(old, space)
+    assert loaded.n_outputs == 1
+    assert np.array_equal(loaded.predict(data[0][700:]), fitted.predict(data[0][700:]))
+
+
+def test_class_mix_evaluator(per_class, data) -> None:
+    pred, _ = per_class
+    codes = data[0][:20]
+    counts = np.array([30, 10, 0])  # a client's label histogram: counts, normalised inside
+    out = class_mix_evaluator(pred, counts)(codes)
+    assert set(out) == {"accuracy"}
+    assert np.allclose(out["accuracy"], pred.predict(codes) @ np.array([0.75, 0.25, 0.0]))
+    one_hot = class_mix_evaluator(pred, [0, 0, 1], metric="acc_own")(codes)["acc_own"]
+    assert np.allclose(one_hot, pred.predict(codes)[:, 2])
+    uniform = pred.as_evaluator()(codes)["accuracy"]
+    assert np.allclose(uniform, class_mix_evaluator(pred, np.ones(3))(codes)["accuracy"])
+    with pytest.raises(PredictorError, match=r"field 'class_weights': 10 weights but the predictor has 3 output"):
+        class_mix_evaluator(pred, np.ones(10))
+    with pytest.raises(PredictorError, match=r"field 'class_weights': need finite weights >= 0"):
+        class_mix_evaluator(pred, [1.0, -1.0, 1.0])
 
 
 # ---- rank statistics --------------------------------------------------------------------------
