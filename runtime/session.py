@@ -44,8 +44,15 @@ def replay_session(
     requests_per_step: int = 5,
     alpha: float = 0.3,
     listener: Callable[[TimedDecision], None] | None = None,
+    inputs: Callable[[int], np.ndarray] | None = None,
+    on_result: Callable[[int, np.ndarray, str], None] | None = None,
 ) -> SessionResult:
-    """Replay ``samples`` through the controller, serving ``requests_per_step`` after each decision."""
+    """Replay ``samples`` through the controller, serving ``requests_per_step`` after each decision.
+
+    ``inputs(i)`` gives request ``i``'s tensor (default: one fixed tensor of the bundle's input
+    shape); ``on_result(i, output, mode)`` sees each answer and the mode that produced it — how a
+    caller measures what the session actually served.
+    """
     now = [samples[0].t]
 
     def clock() -> float:
@@ -61,13 +68,17 @@ def replay_session(
         clock=clock,
         listeners=[listener] if listener else (),
     )
-    x = mode_input(rt)
+    fixed = mode_input(rt) if inputs is None else None
     decisions = []
+    served = 0
     for sample in samples:
         now[0] = sample.t
         decisions.append(switcher.step())
         for _ in range(requests_per_step):
-            rt.infer(x)
+            result = rt.infer_detailed(inputs(served) if inputs is not None else fixed)
+            if on_result is not None:
+                on_result(served, result.output, result.mode)
+            served += 1
     return SessionResult(tuple(decisions), rt.metrics())
 
 

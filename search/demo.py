@@ -1,10 +1,13 @@
 """The main job on embedded defaults (``fleetnas demo`` / ``make demo``).
 
-Samples a space, costs every candidate on two device profiles with the vectorised cost tables,
-and reports per device the Pareto front of compute capacity (MACs — the stand-in for accuracy
-until the supernet lands) against roofline latency, with energy and peak memory; the reference
-networks on the same devices; how an operating-point sweep trades latency for energy; and how
-differently the two devices rank the same networks. Writes ``demo.json`` and ``pareto.png``.
+First the hardware view: samples the Once-for-All space, costs every candidate on two device
+profiles with the vectorised cost tables, and reports per device the Pareto front of compute
+(MACs) against roofline latency, with energy and peak memory; the reference networks on the same
+devices; how an operating-point sweep trades latency for energy; and how differently the two
+devices rank the same networks. Then the pipeline with real accuracies (``search.demo_supernet``):
+train the demo supernet on the embedded MNIST digits, fit the accuracy predictor, search on the
+first device, export the ModePlan's three subnets as a bundle and serve it while a telemetry trace
+replays. Writes ``demo.json``, ``pareto.png``, ``modeplan.json``, ``bundle/`` and ``timeline.png``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ def run_demo(
     show: int = 8,
     out_dir: Path | None = Path("out/demo"),
     progress: bool = True,
+    supernet_config: str | Path = "demo",
+    archs: int = 300,
+    quick: bool = False,
 ) -> dict[str, Any]:
     """Run the demo; returns the JSON-ready result (also written to ``out_dir/demo.json``)."""
     space = load_space(space_spec)
@@ -132,11 +138,11 @@ def run_demo(
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        from search.demo_runtime import runtime_stage
+        from search.demo_supernet import supernet_pipeline
 
-        first = devices[0].name
-        deadline = result["devices"][first]["references"]["mobilenetv3_large_100"]["latency_ms"]
-        result["runtime"] = runtime_stage(space, devices, deadline, out_dir, progress)
+        result["pipeline"] = supernet_pipeline(
+            devices, out_dir, config=supernet_config, archs=archs, quick=quick, seed=seed, progress=progress
+        )
         from runtime.fileio import write_text_atomic
 
         write_text_atomic(out_dir / "demo.json", json.dumps(result, indent=2) + "\n")
@@ -224,8 +230,8 @@ def format_demo(d: dict[str, Any]) -> str:
     ]
     if d.get("picture"):
         lines.append(f"picture: {d['picture']}")
-    if d.get("runtime"):
-        from search.demo_runtime import format_runtime_stage
+    if d.get("pipeline"):
+        from search.demo_supernet import format_pipeline
 
-        lines += ["", *format_runtime_stage(d["runtime"])]
+        lines += ["", *format_pipeline(d["pipeline"])]
     return "\n".join(lines)
