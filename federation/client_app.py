@@ -1,0 +1,392 @@
+"""The Flower ClientApp of federated search: ``query.propose``, ``query.score`` and ``train`` handlers.
+
+``app`` is what ``flwr run`` / ``flower-supernode`` load (``federation.client_app:app``); the
+simulation builds its own with ``make_client_app(ClientSettings(...))``, because under
+``run_simulation`` the run config is empty and each node only gets ``partition-id`` and
+``num-partitions``.
+
+Where a node's settings come from, first match wins:
+
+- ``context.node_config``: ``partition-id``, ``num-partitions``, ``hardware`` (a catalogue name),
+  ``deadline-ms``, ``battery-trace`` (a trace file, ``runtime.telemetry.load_trace``);
+- ``context.run_config``: ``predictor`` (per-class AccuracyPredictor ``.npz``), ``alpha``,
+  ``data-seed``, ``battery-floor``, ``supernet`` (a trained supernet directory, for
+  ``supernet`` accuracy rounds);
+- the factory's ``ClientSettings`` — which also derives a node's tier, deadline and battery
+  trace deterministically from its partition id and the seed when nothing above names them.
+
+The node's data is its Dirichlet(α) partition of the embedded MNIST-5k digits
+(``search.data.dirichlet_partition``; every node computes the same partition from the same
+seed, so no data moves). A node whose battery (from its trace, at trace time = round number)
+is below the floor and not charging refuses the round with an error reply: that is how
+offline devices reach the server's quorum logic.
+
+Per-process caches (``functools.lru_cache`` keyed by configuration values) hold the dataset,
+partitions, cost tables and predictors, so a Ray worker that plays many nodes loads each once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.app import Context, Error, Message
+from flwr.clientapp import ClientApp
+
+from federation.client import (
+    client_seed,
+    fine_tune,
+    label_histogram,
+    local_search,
+    predictor_accuracy,
+    score_candidates,
+    supernet_accuracy,
+)
+from federation.protocol import (
+    ProposeReply,
+    ProposeRequest,
+    ProtocolError,
+    ScoreReply,
+    ScoreRequest,
+    TrainReply,
+    TrainRequest,
+    decode_propose_request,
+    decode_score_request,
+    decode_train_request,
+    encode_propose_reply,
+    encode_score_reply,
+    encode_space,
+    encode_train_reply,
+)
+from search.space.mobilenetv3 import MobileNetV3Config, MobileNetV3Space
+
+if TYPE_CHECKING:
+    from search.cost.table import SpaceCostTable
+    from search.data import Dataset
+    from search.predictors.mlp import AccuracyPredictor
+
+__all__ = [
+    "ERROR_OFFLINE",
+    "ERROR_PROTOCOL",
+    "ClientSettings",
+    "ClientSettingsError",
+    "NodeSettings",
+    "Offline",
+    "answer_propose",
+    "answer_score",
+    "answer_train",
+    "app",
+    "battery_at",
+    "local_data",
+    "make_client_app",
+    "node_settings",
+    "settings_for",
+]
+
+_log = logging.getLogger(__name__)
+
+ERROR_OFFLINE = 1001  # the device is offline this round (battery below the floor)
+ERROR_PROTOCOL = 1002  # the request did not follow the protocol
+
+
+class ClientSettingsError(ValueError):
+    """A node/run/factory setting that does not fit; the message names the key and the allowed values."""
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Factory-level defaults of every node (simulation) — overridden by node_config / run_config."""
+
+    predictor: str | None = None
+    alpha: float = 0.5
+    data_seed: int = 0
+    tiers: tuple[str, ...] = ("cortex_a76", "jetson_nano", "orin_nx", "rk3399_big", "rpi4")
+    tier_deadlines: Mapping[str, float] = field(default_factory=dict)  # ms per tier
+    default_deadline_ms: float = 2.0
+    battery_floor: float = 15.0
+    battery_dir: str | None = None  # battery_<partition>.csv per node (the simulation writes them)
+    supernet: str | None = None
+    noise_seed: int | None = None  # local-DP noise: None = OS entropy (tests may fix it)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """One node's resolved settings."""
+
+    partition_id: int
+    num_partitions: int
+    hardware: str
+    deadline_ms: float
+    predictor: str | None
+    alpha: float
+    data_seed: int
+    battery_trace: str | None
+    battery_floor: float
+    supernet: str | None
+    noise_seed: int | None
+
+
+def _pick(key: str, *sources: Mapping[str, Any]) -> Any:
+    for src in sources:
+        if key in src and src[key] not in (None, ""):
+            return src[key]
+    return None
+
+
+def node_settings(context: Context, defaults: ClientSettings) -> NodeSettings:
+    """The node's settings from node_config, then run_config, then ``defaults`` (see module docstring)."""
+    return settings_for(dict(context.node_config or {}), dict(context.run_config or {}), defaults)
+
+
+def settings_for(node: Mapping[str, Any], run: Mapping[str, Any], defaults: ClientSettings) -> NodeSettings:
+    """The settings of a node with this node_config and run_config (``node_settings`` without a Context)."""
+    try:
+        pid = int(node["partition-id"])
+        n = int(node["num-partitions"])
+    except (KeyError, TypeError, ValueError):
+        raise ClientSettingsError(
+            f"node_config: need integer 'partition-id' and 'num-partitions', got {sorted(node)}"
+        ) from None
+    if not 0 <= pid < n:
+        raise ClientSettingsError(f"node_config: 'partition-id' {pid} must lie in 0..{n - 1} ('num-partitions')")
+    seed = int(_pick("data-seed", run) if _pick("data-seed", run) is not None else defaults.data_seed)
+    tier = _pick("hardware", node)
+    if tier is None:
+        if not defaults.tiers:
+            raise ClientSettingsError("node_config: 'hardware' is missing and no default tiers are configured")
+        tier = defaults.tiers[int(np.random.default_rng([seed, pid, 11]).integers(len(defaults.tiers)))]
+    deadline = _pick("deadline-ms", node)
+    if deadline is None:
+        deadline = defaults.tier_deadlines.get(str(tier), defaults.default_deadline_ms)
+    trace = _pick("battery-trace", node)
+    if trace is None and defaults.battery_dir:
+        trace = str(Path(defaults.battery_dir) / f"battery_{pid:05d}.csv")
+    floor = _pick("battery-floor", run)
+    alpha = _pick("alpha", run)
+    noise_seed = _pick("noise-seed", run)
+    return NodeSettings(
+        partition_id=pid,
+        num_partitions=n,
+        hardware=str(tier),
+        deadline_ms=float(deadline),
+        predictor=_pick("predictor", run) or defaults.predictor,
+        alpha=float(alpha) if alpha is not None else defaults.alpha,
+        data_seed=seed,
+        battery_trace=str(trace) if trace else None,
+        battery_floor=float(floor) if floor is not None else defaults.battery_floor,
+        supernet=_pick("supernet", run) or defaults.supernet,
+        noise_seed=int(noise_seed) if noise_seed is not None else defaults.noise_seed,
+    )
+
+
+# ---- per-process caches (keyed by configuration values) ----------------------------------------
+@lru_cache(maxsize=2)
+def _dataset() -> Dataset:
+    from search.data import load_mnist5k
+
+    return load_mnist5k()
+
+
+@lru_cache(maxsize=4)
+def _partitions(n: int, alpha: float, seed: int) -> tuple[np.ndarray, ...]:
+    from search.data import DataError, dirichlet_partition
+
+    y = _dataset().y
+    try:
+        return tuple(dirichlet_partition(y, n, alpha, seed=seed, min_size=1, max_attempts=100))
+    except DataError:
+        # Many clients and a strong skew (e.g. 1,000 clients, α = 0.5 over 5,000 digits): some
+        # devices simply hold no data. They answer every round with an error (``Offline``).
+        return tuple(dirichlet_partition(y, n, alpha, seed=seed, min_size=0))
+
+
+@lru_cache(maxsize=8)
+def _space(space_json: str) -> MobileNetV3Space:
+    return MobileNetV3Space(MobileNetV3Config.from_dict(json.loads(space_json)))
+
+
+@lru_cache(maxsize=32)
+def _cost_table(space_json: str, hardware: str) -> SpaceCostTable:
+    from runtime.hardware import load_device
+    from search.cost.table import SpaceCostTable
+
+    return SpaceCostTable(_space(space_json), load_device(hardware))
+
+
+@lru_cache(maxsize=4)
+def _predictor(path: str, space_json: str) -> AccuracyPredictor:
+    from search.predictors.mlp import AccuracyPredictor
+
+    return AccuracyPredictor.load(path, _space(space_json))
+
+
+@lru_cache(maxsize=2)
+def _supernet(path: str) -> Any:
+    from search.supernet.trained import TrainedSupernet
+
+    return TrainedSupernet.load(path).net
+
+
+@lru_cache(maxsize=1024)
+def _trace(path: str) -> tuple[Any, ...]:
+    from runtime.telemetry import load_trace
+
+    return load_trace(path)
+
+
+def local_data(s: NodeSettings) -> Dataset:
+    """The node's own partition of the embedded digits."""
+    return _dataset().take(_partitions(s.num_partitions, s.alpha, s.data_seed)[s.partition_id])
+
+
+def battery_at(trace: tuple[Any, ...], t: float) -> tuple[float | None, bool | None]:
+    """(battery %, plugged) of the latest trace sample with ``sample.t <= t`` (the first sample before it)."""
+    current = trace[0]
+    for sample in trace:
+        if sample.t > t:
+            break
+        current = sample
+    return current.battery_percent, current.plugged
+
+
+def offline_reason(s: NodeSettings, round_: int) -> str | None:
+    """Why the node sits this round out (no local data, or battery below the floor and not charging), or None."""
+    if len(_partitions(s.num_partitions, s.alpha, s.data_seed)[s.partition_id]) == 0:
+        return "no local data in this node's partition"
+    if s.battery_trace is None:
+        return None
+    battery, plugged = battery_at(_trace(s.battery_trace), float(round_))
+    if battery is not None and battery < s.battery_floor and not plugged:
+        return f"battery {battery:.0f} % below the floor {s.battery_floor:.0f} % in round {round_}"
+    return None
+
+
+def _accuracy_fn(s: NodeSettings, space_cfg: MobileNetV3Config, source: str, seed: int) -> Any:
+    space_json = encode_space(space_cfg)
+    data = local_data(s)
+    if source == "supernet":
+        if s.supernet is None:
+            raise ClientSettingsError(
+                "run_config: 'supernet' (a trained supernet directory) is needed for supernet rounds"
+            )
+        return supernet_accuracy(_supernet(s.supernet), _space(space_json), data, seed=seed)
+    if s.predictor is None:
+        raise ClientSettingsError("run_config: 'predictor' (a per-class AccuracyPredictor .npz) is missing")
+    hist = label_histogram(data.y, space_cfg.num_classes)
+    return predictor_accuracy(_predictor(str(s.predictor), space_json), hist)
+
+
+def _error(msg: Message, code: int, reason: str) -> Message:
+    return Message(Error(code=code, reason=reason), reply_to=msg)
+
+
+class Offline(Exception):
+    """The node sits this round out (its reason is the error reply's text)."""
+
+
+def answer_propose(s: NodeSettings, req: ProposeRequest) -> ProposeReply:
+    """The node's reply to ``query.propose``: its local search's top-K; raises Offline when its battery is low."""
+    why = offline_reason(s, req.round)
+    if why:
+        raise Offline(why)
+    space_json = encode_space(req.space)
+    seed = client_seed(s.partition_id, req.round, req.seed)
+    fronts = [f for f in req.fronts.values() if len(f)]
+    result = local_search(
+        _space(space_json),
+        _accuracy_fn(s, req.space, req.source, seed),
+        _cost_table(space_json, s.hardware),
+        s.deadline_ms,
+        req.budget,
+        req.top_k,
+        seed,
+        initial=np.concatenate(fronts) if fronts else None,
+    )
+    return ProposeReply(result.codes, result.accuracy, result.latency_ms, len(local_data(s)), s.hardware, s.deadline_ms)
+
+
+def answer_score(s: NodeSettings, req: ScoreRequest) -> ScoreReply:
+    """The node's reply to ``query.score`` (randomised in local DP mode); raises Offline when its battery is low."""
+    why = offline_reason(s, req.round)
+    if why:
+        raise Offline(why)
+    space_json = encode_space(req.space)
+    seed = client_seed(s.partition_id, req.round, req.seed)
+    scores = score_candidates(
+        req.pool, _accuracy_fn(s, req.space, req.source, seed), _cost_table(space_json, s.hardware), s.deadline_ms
+    )
+    randomized = req.dp_mode == "local"
+    if randomized:
+        from federation.dp import DPConfig, local_randomize, noise_rng
+
+        cfg = DPConfig(
+            mode="local",
+            clip=req.clip,
+            noise_multiplier=req.noise_multiplier,
+            centre=req.centre,
+            count_scale=req.count_scale,
+            offset_scale=req.offset_scale,
+        )
+        rng = noise_rng(None if s.noise_seed is None else client_seed(s.partition_id, req.round, s.noise_seed))
+        scores = np.asarray(local_randomize(scores, req.weight, cfg, req.noise_multiplier, rng), dtype=float)
+    return ScoreReply(scores, len(local_data(s)), s.hardware, randomized)
+
+
+def answer_train(s: NodeSettings, req: TrainRequest) -> TrainReply:
+    """The node's reply to ``train``: the fine-tuned, update-clipped supernet state (torch); Offline when low."""
+    why = offline_reason(s, req.round)
+    if why:
+        raise Offline(why)
+    data = local_data(s)
+    state, norm = fine_tune(
+        req.arrays,
+        _space(encode_space(req.space)),
+        data,
+        req.steps,
+        req.lr,
+        req.clip,
+        client_seed(s.partition_id, req.round, req.seed),
+        alignment=req.alignment,
+    )
+    return TrainReply(state, len(data), norm)
+
+
+def make_client_app(defaults: ClientSettings | None = None) -> ClientApp:
+    """A ClientApp whose nodes fall back to ``defaults`` for settings node_config/run_config do not give."""
+    settings_default = defaults or ClientSettings()
+    client_app = ClientApp()
+
+    def handle(msg: Message, context: Context, decode: Any, answer: Any, encode: Any) -> Message:
+        s = node_settings(context, settings_default)
+        try:
+            req = decode(msg.content, node=s.partition_id)
+        except ProtocolError as exc:
+            return _error(msg, ERROR_PROTOCOL, str(exc))
+        try:
+            reply = answer(s, req)
+        except Offline as exc:
+            return _error(msg, ERROR_OFFLINE, str(exc))
+        return Message(encode(reply), reply_to=msg)
+
+    @client_app.query("propose")
+    def propose(msg: Message, context: Context) -> Message:
+        return handle(msg, context, decode_propose_request, answer_propose, encode_propose_reply)
+
+    @client_app.query("score")
+    def score(msg: Message, context: Context) -> Message:
+        return handle(msg, context, decode_score_request, answer_score, encode_score_reply)
+
+    @client_app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return handle(msg, context, decode_train_request, answer_train, encode_train_reply)
+
+    return client_app
+
+
+app = make_client_app()

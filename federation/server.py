@@ -1,0 +1,761 @@
+"""The federated search round logic, without Flower: ``FederatedSearch.run_round(send, node_ids)``.
+
+One round (the agreed protocol, see ``federation.protocol``):
+
+1. PROPOSE — ``query.propose`` to the sampled nodes; each returns its top-K local architectures.
+2. CANDIDATE POOL — the public seed pool (data-independent samples of the space) ∪
+   the previous global fronts (already released) ∪ a *private set union* of the proposals
+   (Gaussian noise on per-arch counts, thresholded; ``federation.dp.private_set_union``). DP off:
+   the plain union.
+3. SCORE — ``query.score`` with the pool; each client returns Score_i(A) ∈ [0, 1].
+4. AGGREGATE — weights from data size and reliability, per-client clipping, Gaussian noise on the
+   sums and the count (central) or on each client's row before it leaves the device (local);
+   A_global = argmax of the mean (``federation.aggregate``).
+5. FRONTS AND PLANS — per device tier present, a Pareto front over (aggregated accuracy, the
+   tier's latency and energy from the public catalogue) and a ModePlan per tier.
+6. ACCOUNTING — every noisy release is charged to one ``PrivacyLedger`` (Flower's RdpAccountant);
+   before a round the server asks ``would_exceed`` and stops cleanly when the next round would
+   pass the budget.
+
+``send(message_type, requests, timeout) -> {node: reply | Failure}`` is the only link to the
+transport: ``federation.server_app`` implements it on a Flower Grid, tests with a plain function.
+A round proceeds when at least ``quorum`` of the asked nodes answer a phase, and is skipped (and
+says so) otherwise. The server's state (round, fronts, reliability, ledger) is written after every
+round to ``state.json`` so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from federation.accounting import PrivacyLedger
+from federation.aggregate import ClientScores, aggregate_scores, report_weights, score_matrix, tier_fronts
+from federation.dp import (
+    DPConfig,
+    as_noise_source,
+    calibrate_noise_multiplier,
+    charged_noise_multiplier,
+    noise_rng,
+    private_set_union,
+    rdp_delta,
+    sum_local,
+    union_delta,
+)
+from federation.protocol import (
+    ACCURACY_SOURCES,
+    PROPOSE,
+    SCORE,
+    TRAIN,
+    ProposeReply,
+    ProposeRequest,
+    ScoreReply,
+    ScoreRequest,
+    TrainReply,
+    TrainRequest,
+)
+from runtime.fileio import load_json, write_text_atomic
+from runtime.hardware import load_device
+from search.cost.table import SpaceCostTable
+from search.space.mobilenetv3 import MobileNetV3Config, MobileNetV3Space
+from search.strategies.nsga2 import fresh_rows
+
+__all__ = [
+    "STATE_FILE",
+    "Failure",
+    "FederatedSearch",
+    "FederationConfig",
+    "FederationConfigError",
+    "RoundResult",
+    "Send",
+    "accumulate",
+    "average_states",
+    "releases_per_round",
+    "tiered_release",
+]
+
+_log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+STATE_FORMAT = "fleetnas.federated-search-state/1"
+
+
+class FederationConfigError(ValueError):
+    """A federation option a user got wrong; the message names the field and the allowed values."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A node that did not answer usefully: an error reply, a malformed reply or a timeout."""
+
+    node: int
+    reason: str
+
+
+Request = ProposeRequest | ScoreRequest | TrainRequest
+Reply = ProposeReply | ScoreReply | TrainReply
+Send = Callable[[str, Mapping[int, Request], "float | None"], Mapping[int, "Reply | Failure"]]
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """Everything the server needs (every field has a default; see ``from_dict`` for the flat form)."""
+
+    space: MobileNetV3Config = field(default_factory=lambda: MobileNetV3Config.preset("mnist"))
+    rounds: int = 5
+    budget: int = 200  # local NSGA-II evaluations per client per round
+    top_k: int = 4
+    seed_pool: int = 24  # public, data-independent candidates scored every round
+    fraction: float = 1.0  # of the available nodes asked per round
+    min_nodes: int = 2  # nodes to wait for before the first round
+    quorum: float = 0.5  # fraction of asked nodes that must answer a phase
+    timeout_s: float | None = 600.0
+    wait_s: float = 120.0  # how long to wait for min_nodes
+    source: str = "predictor"
+    dp: DPConfig = field(default_factory=DPConfig)
+    seed: int = 0
+    tier_deadlines: Mapping[str, float] = field(default_factory=dict)  # ms; else the clients' median
+    weight_rounds: tuple[int, ...] = ()  # rounds that also run a supernet `train` round
+    train_steps: int = 5
+    train_lr: float = 0.01
+    baseline_predictor: str | None = None  # per-class predictor .npz for the public score baseline
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> FederationConfigError:
+            return FederationConfigError(f"federation config: field {name!r}: {why}")
+
+        for name in ("rounds", "budget", "top_k", "min_nodes", "train_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, f"need an integer >= 1, got {v!r}")
+        if isinstance(self.seed_pool, bool) or not isinstance(self.seed_pool, int) or self.seed_pool < 0:
+            raise bad("seed_pool", f"need an integer >= 0, got {self.seed_pool!r}")
+        if not 0 < self.fraction <= 1:
+            raise bad("fraction", f"need 0 < fraction <= 1, got {self.fraction!r}")
+        if not 0 < self.quorum <= 1:
+            raise bad("quorum", f"need 0 < quorum <= 1, got {self.quorum!r}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise bad("timeout_s", f"need a positive number of seconds or null, got {self.timeout_s!r}")
+        if self.source not in ACCURACY_SOURCES:
+            raise bad("source", f"{self.source!r}; allowed: {', '.join(ACCURACY_SOURCES)}")
+        for tier, ms in self.tier_deadlines.items():
+            if not (isinstance(ms, int | float) and ms > 0):
+                raise bad(f"tier_deadlines.{tier}", f"need a positive number of ms, got {ms!r}")
+        if any(r < 1 for r in self.weight_rounds):
+            raise bad("weight_rounds", f"round numbers start at 1, got {list(self.weight_rounds)}")
+        if self.dp.rounds != self.rounds:
+            # The union's δ share is spread over the DP config's rounds: keep them the run's rounds.
+            object.__setattr__(self, "dp", replace(self.dp, rounds=self.rounds))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "federation config") -> FederationConfig:
+        """Validate a mapping (keys as the field names, ``-`` or ``_``); unknown keys are errors."""
+        if not isinstance(data, Mapping):
+            raise FederationConfigError(f"{source}: need a mapping, got {type(data).__name__}")
+        allowed = {f.name for f in fields(cls)}
+        norm = {str(k).replace("-", "_"): v for k, v in data.items()}
+        unknown = sorted(set(norm) - allowed)
+        if unknown:
+            raise FederationConfigError(f"{source}: unknown field(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+        out: dict[str, Any] = {}
+        for key, value in norm.items():
+            if key == "space":
+                if isinstance(value, MobileNetV3Config):
+                    out[key] = value
+                elif isinstance(value, str):
+                    out[key] = MobileNetV3Config.preset(value)
+                else:
+                    out[key] = MobileNetV3Config.from_dict(value, source=f"{source}: space")
+            elif key == "dp":
+                out[key] = value if isinstance(value, DPConfig) else DPConfig.from_dict(value, f"{source}: dp")
+            elif key == "weight_rounds":
+                out[key] = tuple(int(r) for r in value)
+            elif key == "tier_deadlines":
+                out[key] = dict(value)
+            else:
+                out[key] = value
+        try:
+            return cls(**out)
+        except TypeError as exc:
+            raise FederationConfigError(f"{source}: {exc}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (``from_dict`` reads it back)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["space"] = asdict(self.space)
+        d["dp"] = self.dp.to_dict()
+        d["tier_deadlines"] = dict(self.tier_deadlines)
+        d["weight_rounds"] = list(self.weight_rounds)
+        return json.loads(json.dumps(d, default=list))
+
+
+def releases_per_round(mode: str) -> int:
+    """Gaussian releases one search round charges: the union's noisy counts and the scores' one joint release.
+
+    (``federation.dp.private_weighted_mean`` releases sums, offset and count as one mechanism.)
+    With DP off nothing is released noisily (0).
+    """
+    return 0 if mode == "off" else 2
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round produced (JSON-ready through ``to_json``)."""
+
+    round: int
+    status: str  # "ok", "skipped" (no quorum) or "stopped" (privacy budget)
+    asked: tuple[int, ...]
+    failures: Mapping[int, str]
+    pool_size: int = 0
+    proposed: int = 0  # distinct proposals received
+    union_size: int = 0  # proposals that passed the (private) union
+    chosen: Mapping[str, Any] | None = None
+    fronts: Mapping[str, Any] = field(default_factory=dict)
+    plans: Mapping[str, Any] = field(default_factory=dict)
+    epsilon: float = 0.0
+    delta: float = 0.0
+    seconds: float = 0.0
+    note: str = ""
+    train: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        d = asdict(self)
+        d["asked"] = list(self.asked)
+        d["failures"] = {str(k): v for k, v in self.failures.items()}
+        return d
+
+
+class FederatedSearch:
+    """The server side of federated architecture search: state across rounds and one round at a time."""
+
+    def __init__(
+        self,
+        config: FederationConfig,
+        out_dir: str | Path | None = None,
+        rng_seed: int | None = None,
+        resume: bool = False,
+    ) -> None:
+        self.config = config
+        self.space = MobileNetV3Space(config.space)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        dp = config.dp
+        # The noise stream is secure (OS entropy) unless a seed is given (tests, benchmarks).
+        self.noise = noise_rng(rng_seed if rng_seed is not None else dp.seed)
+        self.sampler = np.random.default_rng(config.seed)
+        self.noise_multiplier = self._noise_multiplier()
+        self.ledger = PrivacyLedger(rdp_delta(dp), dp.epsilon if dp.mode != "off" else None)
+        self.round = 0
+        self.fronts: dict[str, np.ndarray] = {}
+        self.asked: dict[int, int] = {}
+        self.answered: dict[int, int] = {}
+        self.history: list[RoundResult] = []
+        self.stopped = False
+        self.best: dict[str, Any] | None = None
+        self.supernet_state: dict[str, np.ndarray] | None = None
+        self._tables: dict[str, SpaceCostTable] = {}
+        self._baseline_fn: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None = None
+        self.last_pool: np.ndarray | None = None
+        self.last_mean: np.ndarray | None = None
+        # Every noisy release of per-candidate sums and counts, summed per candidate across rounds
+        # (post-processing, free): a candidate scored in several rounds gets the average of several
+        # independent noises. Keyed by the canonical code's bytes.
+        self.accumulated: dict[bytes, tuple[float, float]] = {}
+        # Kept in memory only (never written): the raw per-client scores of every aggregated round
+        # (central mode), which the simulation's privacy-utility curve re-noises with many seeds.
+        self.score_history: list[tuple[np.ndarray, list[ClientScores], dict[str, np.ndarray] | None]] = []
+        if resume and self.out_dir is not None and (self.out_dir / STATE_FILE).exists():
+            self._load_state(self.out_dir / STATE_FILE)
+
+    # ---- privacy ---------------------------------------------------------------------------
+    def _noise_multiplier(self) -> float:
+        """σ of every release: the configured one, or calibrated so the whole planned run spends ε."""
+        dp = self.config.dp
+        if dp.mode == "off":
+            return 0.0
+        if dp.noise_multiplier is not None:
+            return float(dp.noise_multiplier)
+        weight = len([r for r in set(self.config.weight_rounds) if r <= self.config.rounds])
+        releases = releases_per_round(dp.mode) * self.config.rounds + weight
+        sigma = float(calibrate_noise_multiplier(dp.epsilon, rdp_delta(dp), releases))
+        # Local mode charges its score release at σ/2 (replace-one sensitivity 2·clip): double σ,
+        # as federation.dp.plan_noise_multiplier does.
+        return 2.0 * sigma if dp.mode == "local" else sigma
+
+    def _round_charges(self, round_: int) -> list[tuple[float, str]]:
+        """(noise multiplier, label) of every Gaussian release round ``round_`` makes, in order."""
+        dp, nm = self.config.dp, self.noise_multiplier
+        if dp.mode == "off":
+            return []
+        charges = [(nm, f"round {round_}: set union"), (charged_noise_multiplier(dp, nm), f"round {round_}: scores")]
+        if round_ in self.config.weight_rounds:
+            charges.append((nm, f"round {round_}: supernet weights"))
+        return charges
+
+    def _would_exceed(self, round_: int) -> bool:
+        charges = self._round_charges(round_)
+        if not charges or self.ledger.max_epsilon is None:
+            return False
+        projected = PrivacyLedger.from_json(self.ledger.to_json())
+        projected.max_epsilon = None
+        for nm, label in charges:
+            projected.charge(nm, label=label)
+        # Calibration keeps ε(σ) at or just under the budget; allow float noise in the composition.
+        return projected.epsilon > self.ledger.max_epsilon * (1 + 1e-9)
+
+    @property
+    def epsilon(self) -> float:
+        """ε spent so far (0 with DP off)."""
+        return float(self.ledger.epsilon) if self.config.dp.mode != "off" else 0.0
+
+    # ---- bookkeeping -----------------------------------------------------------------------
+    def reliability(self, node: int) -> float:
+        """Fraction of the rounds a node was asked in that it answered (1.0 before it was first asked)."""
+        asked = self.asked.get(node, 0)
+        return self.answered.get(node, 0) / asked if asked else 1.0
+
+    def _sample(self, node_ids: Sequence[int]) -> list[int]:
+        nodes = sorted(int(n) for n in node_ids)
+        k = max(1, math.ceil(self.config.fraction * len(nodes)))
+        if k >= len(nodes):
+            return nodes
+        return sorted(int(n) for n in self.sampler.choice(nodes, size=k, replace=False))
+
+    def _quorum(self, asked: int) -> int:
+        return max(1, math.ceil(self.config.quorum * asked))
+
+    def public_seed_pool(self) -> np.ndarray:
+        """Data-independent candidates (server seed samples + the space's extremes): they cost no privacy."""
+        n = self.config.seed_pool
+        if n == 0:
+            return np.zeros((0, self.space.encoding_length), dtype=np.int64)
+        rng = np.random.default_rng([self.config.seed, 7919])
+        card = self.space.cardinalities
+        extremes = np.stack([np.zeros_like(card), card - 1])
+        return self._unique(np.concatenate([self.space.canonicalise(extremes), self.space.sample(n, rng)]))
+
+    def _unique(self, codes: np.ndarray) -> np.ndarray:
+        if len(codes) == 0:
+            return np.zeros((0, self.space.encoding_length), dtype=np.int64)
+        arr = self.space.canonicalise(np.asarray(codes, dtype=np.int64))
+        return arr[fresh_rows(np.zeros((0, arr.shape[1]), dtype=arr.dtype), arr)]
+
+    # ---- one round -------------------------------------------------------------------------
+    def run_round(self, send: Send, node_ids: Sequence[int]) -> RoundResult:
+        """Run the next round over ``node_ids`` (the nodes currently available); returns and records its result."""
+        cfg, dp = self.config, self.config.dp
+        r = self.round + 1
+        started = time.perf_counter()
+        if self.stopped or r > cfg.rounds:
+            raise FederationConfigError(f"run_round: the search is finished (round {self.round} of {cfg.rounds})")
+        if self._would_exceed(r):
+            self.stopped = True
+            result = RoundResult(
+                r, "stopped", (), {}, epsilon=self.epsilon, delta=self._delta(),
+                note=f"round {r} would exceed the privacy budget ε = {dp.epsilon} (spent {self.epsilon:.4g}); "
+                "stopped with the result so far",
+            )
+            return self._finish(result, advance=False)
+        nodes = self._sample(node_ids)
+        failures: dict[int, str] = {}
+        for n in nodes:
+            self.asked[n] = self.asked.get(n, 0) + 1
+
+        # 1. PROPOSE
+        propose = ProposeRequest(
+            cfg.space, r, cfg.budget, cfg.top_k, cfg.source, {t: f for t, f in self.fronts.items()}, cfg.seed
+        )
+        replies = send(PROPOSE, {n: propose for n in nodes}, cfg.timeout_s)
+        proposals: dict[int, ProposeReply] = {}
+        for n in nodes:
+            rep = replies.get(n, Failure(n, "no reply (timeout)"))
+            if isinstance(rep, ProposeReply):
+                proposals[n] = rep
+            else:
+                failures[n] = f"propose: {rep.reason if isinstance(rep, Failure) else type(rep).__name__}"
+        if len(proposals) < self._quorum(len(nodes)):
+            return self._skip(r, nodes, failures, "propose", len(proposals), started)
+
+        # 2. CANDIDATE POOL
+        proposed_codes = [p.codes for p in proposals.values()]
+        distinct = self._unique(np.concatenate(proposed_codes)) if proposed_codes else self._unique(np.zeros((0, 1)))
+        if dp.mode == "off":
+            union = distinct
+        else:
+            self.ledger.charge(self.noise_multiplier, label=f"round {r}: set union")
+            self.ledger.charge_delta(union_delta(dp), label=f"round {r}: set union threshold")
+            released = private_set_union(
+                proposed_codes, dp, self.noise_multiplier, self.noise, max_per_client=cfg.top_k
+            )
+            union = self._unique(released) if released.size else self._unique(np.zeros((0, 1)))
+        # The public seed pool is scored every round: it costs no privacy and keeps the pool from
+        # collapsing to a few noisy front members when DP noise is large.
+        public = [self.public_seed_pool(), *(f for f in self.fronts.values() if len(f))]
+        pool = self._unique(np.concatenate([*public, union]) if public or len(union) else union)
+        if len(pool) == 0:
+            pool = self.public_seed_pool()
+        tiers_seen = {p.tier: p.deadline_ms for p in proposals.values()}
+
+        # 3. SCORE
+        # The weights aggregate_scores will use (the local variant needs each client's own up front).
+        stub = [ClientScores(n, p.tier, p.n_examples, self.reliability(n), np.zeros(0)) for n, p in proposals.items()]
+        weights = dict(zip(proposals, report_weights(stub, dp), strict=True))
+        score_nodes = list(proposals)
+        requests = {
+            n: ScoreRequest(
+                cfg.space, r, pool, cfg.source, dp.mode, dp.clip, self.noise_multiplier, float(weights[n]), cfg.seed,
+                centre=dp.centre, count_scale=dp.count_scale, offset_scale=dp.offset_scale,
+            )
+            for n in score_nodes
+        }
+        replies = send(SCORE, requests, cfg.timeout_s)
+        scored: dict[int, ScoreReply] = {}
+        for n in score_nodes:
+            rep = replies.get(n, Failure(n, "no reply (timeout)"))
+            if isinstance(rep, ScoreReply) and len(rep.scores) == requests[n].reply_width:
+                scored[n] = rep
+            else:
+                failures[n] = f"score: {rep.reason if isinstance(rep, Failure) else 'wrong reply'}"
+        for n in scored:
+            self.answered[n] = self.answered.get(n, 0) + 1
+        if len(scored) < self._quorum(len(nodes)):
+            return self._skip(r, nodes, failures, "score", len(scored), started)
+
+        # 4. AGGREGATE (charged before the release)
+        if dp.mode != "off":
+            self.ledger.charge(charged_noise_multiplier(dp, self.noise_multiplier), label=f"round {r}: scores")
+        reports = [
+            ClientScores(n, rep.tier, rep.n_examples, self.reliability(n), rep.scores) for n, rep in scored.items()
+        ]
+        if dp.mode == "off":  # the exact weighted mean of this round
+            mean = np.asarray(aggregate_scores(pool, reports, dp, 0.0, None).mean_scores, dtype=float)
+        else:
+            if dp.mode == "local":
+                local = sum_local([rep.scores for rep in scored.values()], dp, self.noise_multiplier)
+                sums, count = np.asarray(local.noisy_sums), float(local.noisy_count)
+            else:
+                baselines = self.baselines(pool, sorted({rep.tier for rep in reports}), tiers_seen)
+                sums, count = tiered_release(pool, reports, dp, self.noise_multiplier, self.noise, baselines)
+                self.score_history.append((pool, reports, baselines))
+            mean = accumulate(self.accumulated, pool, sums, count)
+        best = int(np.argmax(mean))
+        self.last_pool, self.last_mean = pool, mean
+
+        # 5. FRONTS AND PLANS
+        deadlines = {t: float(cfg.tier_deadlines.get(t, d)) for t, d in tiers_seen.items()}
+        for rep in proposals.values():  # median of the reported deadlines when the config has none
+            if rep.tier not in cfg.tier_deadlines:
+                same = [p.deadline_ms for p in proposals.values() if p.tier == rep.tier]
+                deadlines[rep.tier] = float(np.median(same))
+        fronts_json, plans_json = self._fronts_and_plans(pool, mean, sorted(deadlines), deadlines)
+        chosen = {
+            "index": best,
+            "code": pool[best].tolist(),
+            "arch": self.space.decode(pool[best]).to_json(),
+            "score": float(mean[best]),
+        }
+        self.best = chosen
+        train_info = None
+        if r in cfg.weight_rounds and self.supernet_state is not None:
+            train_info = self.weight_round(send, list(scored), r)
+        result = RoundResult(
+            r, "ok", tuple(nodes), failures, pool_size=len(pool), proposed=len(distinct), union_size=len(union),
+            chosen=chosen, fronts=fronts_json, plans=plans_json, epsilon=self.epsilon, delta=self._delta(),
+            seconds=time.perf_counter() - started, train=train_info,
+        )
+        return self._finish(result)
+
+    def baselines(
+        self, pool: np.ndarray, tiers: Sequence[str], reported: Mapping[str, float]
+    ) -> dict[str, np.ndarray] | None:
+        """Per tier, the public score baseline of every candidate, or None without a baseline predictor.
+
+        b_t(A) = accuracy of A on a uniform label mix (the central per-class predictor) / 100, and 0
+        where A misses tier t's deadline (public catalogue latency, configured deadline): what a
+        client of tier t would score with a balanced label mix. All of it is public, so subtracting
+        it costs no privacy; what is left for the noise to carry is each client's deviation from
+        it — small, so a small clip suffices (``federation.dp``, "Why centre").
+        """
+        path = self.config.baseline_predictor
+        if path is None:
+            return None
+        if self._baseline_fn is None:
+            from search.predictors.mlp import AccuracyPredictor, class_mix_evaluator
+
+            pred = AccuracyPredictor.load(path, self.space)
+            self._baseline_fn = class_mix_evaluator(pred, np.ones(pred.n_outputs))
+        acc = np.asarray(self._baseline_fn(pool)["accuracy"], dtype=float) / 100.0
+        out = {}
+        for tier in tiers:
+            if tier not in self._tables:
+                self._tables[tier] = SpaceCostTable(self.space, load_device(tier))
+            deadline = float(self.config.tier_deadlines.get(tier, reported.get(tier, np.inf)))
+            lat = self._tables[tier].evaluate(pool)["latency_ms"]
+            out[tier] = np.where(lat <= deadline, np.clip(acc, 0.0, 1.0), 0.0)
+        return out
+
+    def _delta(self) -> float:
+        return float(self.ledger.delta_total) if self.config.dp.mode != "off" else 0.0
+
+    def _fronts_and_plans(
+        self, pool: np.ndarray, mean: np.ndarray, tiers: list[str], deadlines: Mapping[str, float]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        for tier in tiers:
+            if tier not in self._tables:
+                self._tables[tier] = SpaceCostTable(self.space, load_device(tier))
+        fronts = tier_fronts(pool, mean, self.space, tiers, tables=self._tables)
+        fronts_json: dict[str, Any] = {}
+        plans_json: dict[str, Any] = {}
+        for tier, front in fronts.items():
+            self.fronts[tier] = np.asarray(front.codes, dtype=np.int64)
+            fronts_json[tier] = {
+                "codes": self.fronts[tier].tolist(),
+                "archs": front.archs(),
+                **{k: [float(v) for v in np.asarray(vals)] for k, vals in front.metrics.items()},
+                "deadline_ms": deadlines.get(tier),
+            }
+            plan = front.modeplan(deadlines.get(tier))
+            plans_json[tier] = plan.to_json() if plan is not None else None
+        return fronts_json, plans_json
+
+    def _skip(
+        self, r: int, nodes: list[int], failures: dict[int, str], phase: str, got: int, started: float
+    ) -> RoundResult:
+        note = (
+            f"round {r} skipped: only {got} of {len(nodes)} nodes answered {phase} "
+            f"(quorum {self._quorum(len(nodes))})"
+        )
+        result = RoundResult(
+            r, "skipped", tuple(nodes), failures, epsilon=self.epsilon, delta=self._delta(),
+            seconds=time.perf_counter() - started, note=note,
+        )
+        return self._finish(result)
+
+    def _finish(self, result: RoundResult, advance: bool = True) -> RoundResult:
+        if advance:
+            self.round = result.round
+        self.history.append(result)
+        line = f"round {result.round}/{self.config.rounds}: {result.status}"
+        if result.status == "ok" and result.chosen is not None:
+            line += (
+                f", {len(result.asked) - len(result.failures)}/{len(result.asked)} answered, pool {result.pool_size}, "
+                f"best {'noisy ' if self.config.dp.mode != 'off' else ''}score {result.chosen['score']:.4f}"
+            )
+        line += f", ε = {result.epsilon:.4g}" + (f" ({result.note})" if result.note else "")
+        _log.info(line)
+        if self.out_dir is not None:
+            write_text_atomic(self.out_dir / f"round_{result.round:03d}.json", json.dumps(result.to_json(), indent=1))
+            self._save_state(self.out_dir / STATE_FILE)
+        return result
+
+    # ---- weight rounds ---------------------------------------------------------------------
+    def weight_round(self, send: Send, nodes: list[int], r: int) -> dict[str, Any]:
+        """One FedAvg round over the supernet state, clients clip their update, the server adds noise."""
+        assert self.supernet_state is not None  # checked by the caller
+        dp, cfg = self.config.dp, self.config
+        clip = dp.clip if dp.mode != "off" else 0.0
+        req = TrainRequest(
+            cfg.space, r, self.supernet_state, steps=cfg.train_steps, lr=cfg.train_lr, clip=clip, seed=cfg.seed
+        )
+        replies = send(TRAIN, {n: req for n in nodes}, cfg.timeout_s)
+        good = [rep for rep in replies.values() if isinstance(rep, TrainReply)]
+        if len(good) < self._quorum(len(nodes)):
+            return {"status": "skipped", "answered": len(good), "asked": len(nodes)}
+        if dp.mode != "off":
+            self.ledger.charge(self.noise_multiplier, label=f"round {r}: supernet weights")
+        self.supernet_state = average_states(
+            self.supernet_state, [g.arrays for g in good], clip, self.noise_multiplier if dp.mode != "off" else 0.0,
+            self.noise,
+        )
+        return {
+            "status": "ok",
+            "answered": len(good),
+            "asked": len(nodes),
+            "mean_update_norm": float(np.mean([g.update_norm for g in good])),
+        }
+
+    # ---- the whole run ---------------------------------------------------------------------
+    def run(
+        self,
+        send: Send,
+        node_ids: Callable[[], Sequence[int]],
+        progress: Callable[[RoundResult], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run the remaining rounds (stopping early on the privacy budget); returns ``summary()``."""
+        while not self.stopped and self.round < self.config.rounds:
+            result = self.run_round(send, node_ids())
+            if progress is not None:
+                progress(result)
+        summary = self.summary()
+        if self.out_dir is not None:
+            write_text_atomic(self.out_dir / "summary.json", json.dumps(summary, indent=1))
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready result so far: chosen arch, per-tier plans, ε per round, failures."""
+        last_ok = next((h for h in reversed(self.history) if h.status == "ok"), None)
+        return {
+            "rounds_run": self.round,
+            "rounds_planned": self.config.rounds,
+            "stopped_by_budget": self.stopped,
+            "dp": {
+                "mode": self.config.dp.mode,
+                "epsilon_budget": self.config.dp.epsilon,
+                "delta": self.config.dp.delta,
+                "noise_multiplier": self.noise_multiplier,
+                "epsilon_spent": self.epsilon,
+                "delta_spent": self._delta(),
+            },
+            "chosen": self.best,
+            "plans": dict(last_ok.plans) if last_ok else {},
+            "rounds": [
+                {
+                    "round": h.round,
+                    "status": h.status,
+                    "epsilon": h.epsilon,
+                    "pool_size": h.pool_size,
+                    "union_size": h.union_size,
+                    "failures": len(h.failures),
+                    "best_score": h.chosen["score"] if h.chosen else None,
+                    "seconds": h.seconds,
+                    "note": h.note,
+                }
+                for h in self.history
+            ],
+        }
+
+    # ---- state -----------------------------------------------------------------------------
+    def _save_state(self, path: Path) -> None:
+        state = {
+            "format": STATE_FORMAT,
+            "config": self.config.to_json(),
+            "round": self.round,
+            "stopped": self.stopped,
+            "fronts": {t: f.tolist() for t, f in self.fronts.items()},
+            "asked": {str(k): v for k, v in self.asked.items()},
+            "answered": {str(k): v for k, v in self.answered.items()},
+            "ledger": self.ledger.to_json(),
+            "best": self.best,
+            "accumulated": [
+                [np.frombuffer(k, dtype=np.int64).tolist(), total, count]
+                for k, (total, count) in self.accumulated.items()
+            ],
+            "history": [h.to_json() for h in self.history],
+            "sampler": self.sampler.bit_generator.state,
+        }
+        write_text_atomic(path, json.dumps(state))
+
+    def _load_state(self, path: Path) -> None:
+        state = load_json(path, FederationConfigError)
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise FederationConfigError(f"{path}: field 'format': not a {STATE_FORMAT} file")
+        if state["config"] != self.config.to_json():
+            raise FederationConfigError(f"{path}: field 'config': the saved run used a different configuration")
+        self.round = int(state["round"])
+        self.stopped = bool(state["stopped"])
+        self.fronts = {t: np.asarray(f, dtype=np.int64).reshape(-1, self.space.encoding_length)
+                       for t, f in state["fronts"].items()}
+        self.asked = {int(k): int(v) for k, v in state["asked"].items()}
+        self.answered = {int(k): int(v) for k, v in state["answered"].items()}
+        self.ledger = PrivacyLedger.from_json(state["ledger"])
+        self.best = state["best"]
+        self.accumulated = {
+            np.asarray(code, dtype=np.int64).tobytes(): (float(total), float(count))
+            for code, total, count in state.get("accumulated", [])
+        }
+        self.history = [_round_from_json(h) for h in state["history"]]
+        self.sampler.bit_generator.state = state["sampler"]
+
+
+def _round_from_json(d: Mapping[str, Any]) -> RoundResult:
+    data = dict(d)
+    data["asked"] = tuple(data["asked"])
+    data["failures"] = {int(k): v for k, v in data["failures"].items()}
+    return RoundResult(**data)
+
+
+def tiered_release(
+    pool: np.ndarray,
+    reports: Sequence[ClientScores],
+    dp: DPConfig,
+    noise_multiplier: float,
+    rng: Any,
+    baselines: Mapping[str, np.ndarray] | None = None,
+) -> tuple[np.ndarray, float]:
+    """(noisy per-candidate weighted score sums, noisy weight total) of one central-DP round, tier by tier.
+
+    Each device tier's clients go through their own ``private_weighted_mean`` (clipped, one
+    Gaussian release) with their tier's public baseline; the releases are summed. A client belongs
+    to one tier, so adding or removing a client changes exactly one of these releases: together
+    they are one Gaussian mechanism of sensitivity ``clip`` (parallel composition), charged once.
+    The estimate of the global weighted mean is sums / total, as with a single release.
+    """
+    from federation.dp import private_weighted_mean
+
+    codes = np.atleast_2d(np.asarray(pool))
+    sums = np.zeros(len(codes))
+    total = 0.0
+    for tier in sorted({rep.tier for rep in reports}):
+        group = [rep for rep in reports if rep.tier == tier]
+        scores = score_matrix(codes, group)
+        weights = report_weights(group, dp)
+        base = None if baselines is None else baselines.get(tier)
+        pm = private_weighted_mean(scores, weights, dp, noise_multiplier, rng, base)
+        sums += np.asarray(pm.noisy_sums)
+        total += float(pm.noisy_count)
+    return sums, total
+
+
+def accumulate(
+    acc: dict[bytes, tuple[float, float]], pool: np.ndarray, sums: np.ndarray, count: float
+) -> np.ndarray:
+    """Add one release's per-candidate noisy sums and its noisy count to ``acc``; returns the pool's pooled means.
+
+    mean_j = Σ_rounds sums_j / Σ_rounds count over the rounds that scored candidate j (a count is
+    floored at 1 before dividing): post-processing of DP releases, so it costs no privacy.
+    """
+    codes = np.asarray(pool, dtype=np.int64)
+    out = np.empty(len(codes))
+    for j, code in enumerate(codes):
+        key = code.tobytes()
+        total, n = acc.get(key, (0.0, 0.0))
+        total, n = total + float(sums[j]), n + float(count)
+        acc[key] = (total, n)
+        out[j] = total / max(n, 1.0)
+    return out
+
+
+def average_states(
+    reference: Mapping[str, np.ndarray],
+    states: Sequence[Mapping[str, np.ndarray]],
+    clip: float,
+    noise_multiplier: float,
+    rng: Any,
+) -> dict[str, np.ndarray]:
+    """The unweighted mean of client states, float arrays noised with N(0, (σ·clip/n)²) (Flower's fixed clipping).
+
+    Unweighted as in Flower's ``DifferentialPrivacyClientSideFixedClipping``: with a per-client
+    clip C the mean's sensitivity is C/n only when every client counts equally.
+    """
+    n = len(states)
+    src = as_noise_source(rng)
+    out: dict[str, np.ndarray] = {}
+    std = noise_multiplier * clip / n if n and clip > 0 else 0.0
+    for key, ref in reference.items():
+        ref = np.asarray(ref)
+        if np.issubdtype(ref.dtype, np.floating):
+            mean = np.mean([np.asarray(s[key], dtype=np.float64) for s in states], axis=0)
+            if std > 0:
+                mean = mean + src.normal(std, ref.shape)
+            out[key] = mean.astype(ref.dtype)
+        else:
+            out[key] = np.asarray(states[0][key]).copy()
+    return out
