@@ -111,7 +111,7 @@ def dp_utility(args: argparse.Namespace, base: Any, out: Path) -> dict[str, Any]
     """Within-1 % share over fleet seeds × noise seeds, each fleet a full in-process federated run."""
     from federation.aggregate import aggregate_scores, relative_regret
     from federation.server import FederatedSearch
-    from simulations.federated_search import fleet_setup, inprocess_send, privacy_utility
+    from simulations.federated_search import fleet_setup, inprocess_send, privacy_utility, rescore_history
 
     rel: list[float] = []
     per_fleet = []
@@ -120,26 +120,34 @@ def dp_utility(args: argparse.Namespace, base: Any, out: Path) -> dict[str, Any]
         t0 = time.perf_counter()
         config, settings, _ = fleet_setup(sc, out / f"dp_fleet_{fleet}")
         search = FederatedSearch(config, rng_seed=1000 + fleet)
-        summary = search.run(inprocess_send(settings, sc.clients), lambda sc=sc: list(range(sc.clients)))
+        send = inprocess_send(settings, sc.clients)
+        summary = search.run(send, lambda sc=sc: list(range(sc.clients)))
+        rescored = rescore_history(search, send)
         curve = privacy_utility(
-            search.score_history, [args.epsilon], config.dp, sc.rounds, args.dp_noise_seeds, fleet
+            search.score_history, rescored, [args.epsilon], config, search.plan.clients, args.dp_noise_seeds, fleet
         )
         row = curve["curve"][0]
         best = curve["non_private_best_score"]
-        last_pool, last_reports, _ = search.score_history[-1]
-        exact = aggregate_scores(last_pool, last_reports, replace(config.dp, mode="off"), 0.0, None)
-        run_regret = relative_regret(int(summary["chosen"]["index"]), exact.mean_scores) if summary["chosen"] else None
+        # the choice the run itself released, against the same truth (all candidates, last round's clients)
+        last = rescored[-1]
+        exact = aggregate_scores(last.pool, last.reports, replace(config.dp, mode="off"), 0.0, None)
+        run_regret = None
+        if summary["chosen"]:
+            code = np.asarray(summary["chosen"]["code"], dtype=np.int64)
+            run_regret = relative_regret(int(np.flatnonzero((last.pool == code).all(axis=1))[0]), exact.mean_scores)
         fleet_rel = [100.0 * r / best for r in row["regrets"]] if best > 0 else [0.0] * len(row["regrets"])
         rel.extend(fleet_rel)
         per_fleet.append(
             {
                 "fleet_seed": fleet,
                 "candidates": curve["candidates"],
+                "pool_sizes": [h["pool_size"] for h in summary["rounds"]],
+                "union_run": row["union_run"],
+                "score_noise_multipliers": row["score_noise_multipliers"],
                 "clients_scored": curve["clients"],
                 "within_1pct_share": row["within_1pct_share"],
                 "relative_regret_pct_mean": row["relative_regret_pct_mean"],
                 "run_epsilon_spent": summary["dp"]["epsilon_spent"],
-                # the choice the run itself released (its last round's noisy argmax), against the same truth
                 "run_choice_relative_regret_pct": run_regret,
                 "seconds": round(time.perf_counter() - t0, 2),
             }
@@ -158,6 +166,8 @@ def dp_utility(args: argparse.Namespace, base: Any, out: Path) -> dict[str, Any]
         "fleets": args.dp_fleets,
         "fleet_seeds": [args.dp_first_fleet, args.dp_first_fleet + args.dp_fleets - 1],
         "clip": args.clip,
+        "final_pool": args.final_pool,
+        "budget_ramp": args.budget_ramp,
         "baseline": not args.no_baseline,
         "noise_seeds_per_fleet": args.dp_noise_seeds,
         "seeds": int(r.size),
@@ -187,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=120, help="local NSGA-II evaluations per client per round [120]")
     parser.add_argument("--top-k", type=int, default=4, help="proposals per client per round [4]")
     parser.add_argument("--clip", type=float, default=0.2, help="L2 clip of a client's score vector [0.2]")
+    parser.add_argument("--final-pool", type=int, default=5, help="successive halving down to this pool (0: off) [5]")
+    parser.add_argument("--budget-ramp", type=float, default=1.0, help="round r's score budget ∝ ramp**(r-1) [1.0]")
     parser.add_argument("--no-baseline", action="store_true", help="no public per-tier baseline")
     parser.add_argument("--dp-clients", type=int, default=100, help="clients of each DP fleet [100]")
     parser.add_argument("--dp-fleets", type=int, default=10, help="fleet seeds for the DP claim [10]")
@@ -208,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         alpha=args.alpha,
         top_k=args.top_k, predictor=args.predictor, space=args.space, cache_dir=args.cache_dir,
         utility_seeds=20, epsilons=(0.25, 1.0, 4.0), clip=args.clip, baseline=not args.no_baseline,
+        final_pool=args.final_pool, budget_ramp=args.budget_ramp,
     )
     tmp = None if args.out else tempfile.TemporaryDirectory(prefix="federated_scale-")
     out = Path(args.out) if args.out else Path(tmp.name)  # type: ignore[union-attr]

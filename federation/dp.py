@@ -52,7 +52,12 @@ count reaches the threshold T = 1/√K + σ·Φ⁻¹(1 − δ_u/K). An arch prop
 count 1/√K, so each of that client's ≤ K private archs is released with probability ≤ δ_u/K and
 all of them together with probability ≤ δ_u (union bound): the mechanism is (ε_gauss(σ), δ_rdp +
 δ_u)-DP (Korolova et al. 2009; Gopi et al. 2020, "Differentially private set union"). δ_u is
-``union_delta(cfg)`` per release, charged with ``PrivacyLedger.charge_delta``.
+``union_delta(cfg)`` per release, charged with ``PrivacyLedger.charge_delta``. The union gets its
+own σ from ``union_budget_share`` of the run's Gaussian budget (``split_noise_multipliers``), and
+``union_can_release`` tells when even a proposal of every asked client (count n/√K) would fall 3σ
+short of T: the server then skips it (no release, no charge; the decision reads only n, K and σ,
+never a proposal, so it is data-independent) and gives its share to the scores. With 100 clients,
+K = 4, ε = 1 the threshold is ≈ 150 against a best possible count of 50: skipped.
 
 Randomness and the floating-point caveat. Mironov (2012, "On significance of the least significant
 bits for differential privacy") showed that textbook floating-point Laplace noise leaks the input
@@ -95,7 +100,9 @@ __all__ = [
     "private_weighted_mean",
     "rdp_delta",
     "snap",
+    "split_noise_multipliers",
     "sum_local",
+    "union_can_release",
     "union_delta",
     "union_threshold",
 ]
@@ -103,6 +110,9 @@ __all__ = [
 MODES = ("central", "local", "off")
 # A noisy weight total below this is treated as this (post-processing): one full-weight client.
 MIN_COUNT = 1.0
+# The set union is skipped (and not charged) when a proposal shared by *every* asked client would
+# still fall this many σ short of the threshold (``union_can_release``).
+UNION_SKIP_MARGIN = 3.0
 # Released values are snapped to a grid of (noise std) * 2**-SNAP_BITS, rounded down to a power of two.
 SNAP_BITS = 12
 
@@ -124,8 +134,10 @@ class DPConfig:
     Added beyond the agreed fields: ``centre`` (subtract each client's mean residual),
     ``count_scale``/``offset_scale`` (norm-budget share of the count and offset coordinates),
     ``union_delta_share`` (share of ``delta`` given to the set union's thresholding over the run)
-    and ``reference_examples`` (public example count at which a client gets full weight; see
-    ``federation.aggregate.aggregation_weights``).
+    ``reference_examples`` (public example count at which a client gets full weight; see
+    ``federation.aggregate.aggregation_weights``) and ``union_budget_share`` (share of the run's
+    Gaussian budget, Σ 1/σ², given to the set union's noisy counts when the union can release at all;
+    a skipped union's share goes to the scores — see ``federation.server.plan_noise``).
     """
 
     mode: str = "central"
@@ -141,6 +153,7 @@ class DPConfig:
     offset_scale: float = 0.05
     union_delta_share: float = 0.1
     reference_examples: float | None = None
+    union_budget_share: float = 0.1
 
     def __post_init__(self) -> None:
         _check_config(self, "DPConfig")
@@ -157,7 +170,8 @@ class DPConfig:
         if unknown:
             raise DPError(f"{source}: unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(known)}")
         values = dict(d)
-        for name in ("epsilon", "delta", "clip", "count_scale", "offset_scale", "union_delta_share"):
+        for name in ("epsilon", "delta", "clip", "count_scale", "offset_scale", "union_delta_share",
+                     "union_budget_share"):
             if name in values:
                 values[name] = _number(values[name], name, source)
         for name in ("noise_multiplier", "union_threshold", "reference_examples"):
@@ -214,6 +228,8 @@ def _check_config(c: DPConfig, source: str) -> None:
             raise bad(name, "need a finite number > 0")
     if not (isinstance(c.union_delta_share, int | float) and 0 < c.union_delta_share < 1):
         raise bad("union_delta_share", "need a number in (0, 1)")
+    if not (isinstance(c.union_budget_share, int | float) and 0 < c.union_budget_share < 1):
+        raise bad("union_budget_share", "need a number in (0, 1)")
     if c.reference_examples is not None and not (math.isfinite(c.reference_examples) and c.reference_examples > 0):
         raise bad("reference_examples", "need a number > 0, or null")
 
@@ -316,6 +332,20 @@ def calibrate_noise_multiplier(epsilon: float, delta: float, releases: int, samp
         else:
             hi = mid
     return hi
+
+
+def split_noise_multipliers(epsilon: float, delta: float, shares: Sequence[float]) -> list[float]:
+    """σ_i of releases that together spend ε at δ, release i getting ``shares[i]`` of the Gaussian budget Σ 1/σ².
+
+    Unsampled Gaussian releases compose in RDP as α/2 · Σ 1/σ_i², so any σ_i with Σ 1/σ_i² = 1/σ_1²
+    (σ_1 the single release that spends the whole ε) spends the same ε: σ_i = σ_1 / √(share_i / Σ shares).
+    A relative 1e-9 is added to each σ so float rounding never takes the composition past ε.
+    """
+    s = np.asarray(shares, dtype=np.float64)
+    if s.size == 0 or not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise DPError(f"split_noise_multipliers: field 'shares': {list(shares)!r}; need one or more numbers > 0")
+    sigma_1 = calibrate_noise_multiplier(epsilon, delta, 1)
+    return [float(sigma_1 / math.sqrt(x) * (1 + 1e-9)) for x in s / s.sum()]
 
 
 def plan_noise_multiplier(cfg: DPConfig, releases_per_round: int = 1, sampling_rate: float = 1.0) -> float:
@@ -497,6 +527,22 @@ def union_threshold(noise_multiplier: float, max_per_client: int, delta_u: float
         )
     z = -NormalDist().inv_cdf(delta_u / max_per_client)  # upper tail, accurate for tiny probabilities
     return 1.0 / math.sqrt(max_per_client) + noise_multiplier * z
+
+
+def union_can_release(
+    n_clients: int, max_per_client: int, noise_multiplier: float, threshold: float, margin: float = UNION_SKIP_MARGIN
+) -> bool:
+    """False when even a proposal of all ``n_clients`` (count n/√K) falls ``margin`` σ short of ``threshold``.
+
+    Then every arch's noisy count passes with probability ≤ Φ̄(margin) (0.13 % at 3σ, and only if
+    every client proposed the same arch), so skipping the release loses (almost) nothing. The test
+    reads only the number of clients asked (public: it is in every round record and the quorum rule),
+    K and σ — never a proposal — so skipping is data-independent and costs no privacy; the release
+    is then not made and not charged.
+    """
+    if isinstance(max_per_client, bool) or not isinstance(max_per_client, int) or max_per_client < 1:
+        raise DPError(f"union_can_release: field 'max_per_client': {max_per_client!r}; need an integer >= 1")
+    return n_clients / math.sqrt(max_per_client) >= threshold - margin * noise_multiplier
 
 
 def private_set_union(

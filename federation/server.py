@@ -3,19 +3,26 @@
 One round (the agreed protocol, see ``federation.protocol``):
 
 1. PROPOSE — ``query.propose`` to the sampled nodes; each returns its top-K local architectures.
-2. CANDIDATE POOL — the public seed pool (data-independent samples of the space) ∪
-   the previous global fronts (already released) ∪ a *private set union* of the proposals
-   (Gaussian noise on per-arch counts, thresholded; ``federation.dp.private_set_union``). DP off:
-   the plain union.
-3. SCORE — ``query.score`` with the pool; each client returns Score_i(A) ∈ [0, 1].
+2. CANDIDATE POOL — round 1: the public seed pool (data-independent samples of the space) ∪
+   the global fronts (already released) ∪ a *private set union* of the proposals (Gaussian noise
+   on per-arch counts, thresholded; ``federation.dp.private_set_union``). DP off: the plain union.
+   Later rounds (successive halving, ``final_pool`` > 0): the best ``pool_sizes(...)[r-1]`` of the
+   last pool by their noisy pooled means ∪ this round's union release, shrinking geometrically to
+   ``final_pool`` in the last round — post-processing of released values, so free. The union is
+   run only if it can release at this fleet size (``plan_noise``; otherwise it is not charged).
+3. SCORE — ``query.score`` with the pool; each client returns Score_i(A) ∈ [0, 1]. The round's
+   clip scales with √(pool size) (``round_clip``), so a halved pool carries less noise.
 4. AGGREGATE — weights from data size and reliability, per-client clipping, Gaussian noise on the
    sums and the count (central) or on each client's row before it leaves the device (local);
    A_global = argmax of the mean (``federation.aggregate``).
+   Noisy releases are pooled per candidate across rounds, weighted by inverse noise variance.
 5. FRONTS AND PLANS — per device tier present, a Pareto front over (aggregated accuracy, the
-   tier's latency and energy from the public catalogue) and a ModePlan per tier.
-6. ACCOUNTING — every noisy release is charged to one ``PrivacyLedger`` (Flower's RdpAccountant);
-   before a round the server asks ``would_exceed`` and stops cleanly when the next round would
-   pass the budget.
+   tier's latency and energy from the public catalogue) of *every* candidate scored so far (its
+   current estimate), and a ModePlan per tier.
+6. ACCOUNTING — every noisy release is charged to one ``PrivacyLedger`` (Flower's RdpAccountant)
+   with the σ fixed for it before the first release (``NoisePlan``: union share or skipped,
+   per-round score σ with ``budget_ramp``); before a round the server asks ``would_exceed`` and
+   stops cleanly when the next round would pass the budget.
 
 ``send(message_type, requests, timeout) -> {node: reply | Failure}`` is the only link to the
 transport: ``federation.server_app`` implements it on a Flower Grid, tests with a plain function.
@@ -42,13 +49,15 @@ from federation.aggregate import ClientScores, aggregate_scores, report_weights,
 from federation.dp import (
     DPConfig,
     as_noise_source,
-    calibrate_noise_multiplier,
     charged_noise_multiplier,
     noise_rng,
     private_set_union,
     rdp_delta,
+    split_noise_multipliers,
     sum_local,
+    union_can_release,
     union_delta,
+    union_threshold,
 )
 from federation.protocol import (
     ACCURACY_SOURCES,
@@ -74,11 +83,17 @@ __all__ = [
     "FederatedSearch",
     "FederationConfig",
     "FederationConfigError",
+    "NoisePlan",
     "RoundResult",
+    "ScoredRound",
     "Send",
     "accumulate",
     "average_states",
+    "plan_noise",
+    "pool_sizes",
     "releases_per_round",
+    "round_clip",
+    "survivors",
     "tiered_release",
 ]
 
@@ -127,11 +142,17 @@ class FederationConfig:
     train_steps: int = 5
     train_lr: float = 0.01
     baseline_predictor: str | None = None  # per-class predictor .npz for the public score baseline
+    final_pool: int = 5  # successive halving: candidates scored in the last round (0: no halving)
+    budget_ramp: float = 1.0  # score release of round r gets budget_ramp**(r-1) of the Gaussian budget (relative)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> FederationConfigError:
             return FederationConfigError(f"federation config: field {name!r}: {why}")
 
+        if isinstance(self.final_pool, bool) or not isinstance(self.final_pool, int) or self.final_pool < 0:
+            raise bad("final_pool", f"need an integer >= 0 (0: no successive halving), got {self.final_pool!r}")
+        if not (isinstance(self.budget_ramp, int | float) and math.isfinite(self.budget_ramp) and self.budget_ramp > 0):
+            raise bad("budget_ramp", f"need a number > 0 (1: the same budget every round), got {self.budget_ramp!r}")
         for name in ("rounds", "budget", "top_k", "min_nodes", "train_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -197,13 +218,129 @@ class FederationConfig:
         return json.loads(json.dumps(d, default=list))
 
 
-def releases_per_round(mode: str) -> int:
-    """Gaussian releases one search round charges: the union's noisy counts and the scores' one joint release.
+def releases_per_round(mode: str, union: bool = True) -> int:
+    """Gaussian releases one search round charges: the union's noisy counts (when run) and the scores' joint release.
 
     (``federation.dp.private_weighted_mean`` releases sums, offset and count as one mechanism.)
     With DP off nothing is released noisily (0).
     """
-    return 0 if mode == "off" else 2
+    return 0 if mode == "off" else (2 if union else 1)
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """The σ of every release of a run, fixed before its first release (``plan_noise``).
+
+    ``union``: whether the set union runs (and is charged) at all; ``union_sigma`` its σ (0 if not).
+    ``score_sigmas[r-1]``: the σ of round r's score noise (local mode: the clients' σ, charged at σ/2).
+    ``weight_sigma``: σ of a supernet weight round. ``clients``: the number asked it was planned for.
+    """
+
+    union: bool
+    union_sigma: float
+    score_sigmas: tuple[float, ...]
+    weight_sigma: float
+    clients: int
+
+    def charged_score_sigma(self, dp: DPConfig, round_: int) -> float:
+        """The noise multiplier round ``round_``'s score release is charged with."""
+        return charged_noise_multiplier(dp, self.score_sigmas[round_ - 1])
+
+    def accumulation_weight(self, round_: int) -> float:
+        """Relative inverse-variance weight of round ``round_``'s release when pooled across rounds (max 1)."""
+        sig = self.score_sigmas[round_ - 1]
+        return (min(self.score_sigmas) / sig) ** 2 if sig > 0 else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {**asdict(self), "score_sigmas": list(self.score_sigmas)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> NoisePlan:
+        """The plan ``to_json`` wrote."""
+        return cls(bool(d["union"]), float(d["union_sigma"]), tuple(float(x) for x in d["score_sigmas"]),
+                   float(d["weight_sigma"]), int(d["clients"]))
+
+
+def plan_noise(config: FederationConfig, clients: int) -> NoisePlan:
+    """The σ of every release of the run when ``clients`` nodes are asked per round (public), within the budget.
+
+    Budget: all releases are unsampled Gaussians, so the run spends ε(Σ 1/σ²) (RDP) and the budget
+    Σ 1/σ² can be split freely (``federation.dp.split_noise_multipliers``). The set union gets
+    ``dp.union_budget_share`` of it, spread over the rounds — *unless* ``union_can_release`` says
+    that with that σ even a proposal of every asked client would fall 3σ short of the threshold:
+    then it is skipped in every round (never charged) and its share goes to the scores. The score
+    release of round r gets ``budget_ramp**(r-1)`` (relative), a weight round as much as an average
+    score round. A configured ``dp.noise_multiplier`` is used for every release as it is.
+    """
+    dp, rounds = config.dp, config.rounds
+    weight_rounds = len([r for r in set(config.weight_rounds) if r <= rounds])
+    if dp.mode == "off":
+        return NoisePlan(False, 0.0, (0.0,) * rounds, 0.0, int(clients))
+    local = 2.0 if dp.mode == "local" else 1.0  # local mode charges σ/2: plan the charged σ, send twice it
+
+    def can_release(sigma: float) -> bool:
+        t = dp.union_threshold if dp.union_threshold is not None else union_threshold(
+            sigma, config.top_k, union_delta(dp))
+        return union_can_release(int(clients), config.top_k, sigma, t)
+
+    if dp.noise_multiplier is not None:
+        nm = float(dp.noise_multiplier)
+        union = can_release(nm)
+        return NoisePlan(union, nm if union else 0.0, (nm,) * rounds, nm, int(clients))
+    ramp = np.asarray([config.budget_ramp ** r for r in range(rounds)], dtype=np.float64)
+    ramp = ramp / ramp.mean()  # mean 1: a weight round weighs as much as an average score round
+    rest = [*ramp, *([1.0] * weight_rounds)]
+    for union in (True, False):
+        shares = rest
+        if union:
+            total = float(np.sum(rest)) / (1.0 - dp.union_budget_share)
+            shares = [*rest, *([total * dp.union_budget_share / rounds] * rounds)]
+        sig = split_noise_multipliers(dp.epsilon, rdp_delta(dp), shares)
+        if union and not can_release(sig[-1]):
+            continue
+        scores = tuple(local * s for s in sig[:rounds])
+        weight = sig[rounds] if weight_rounds else 0.0
+        return NoisePlan(union, sig[-1] if union else 0.0, scores, weight, int(clients))
+    raise AssertionError("unreachable")  # the second pass always returns
+
+
+def pool_sizes(first: int, final: int, rounds: int) -> list[int]:
+    """Candidates to score in rounds 1..R under successive halving: geometric from ``first`` down to ``final``."""
+    if final <= 0 or first <= final or rounds <= 1:
+        return [first] * rounds
+    return [max(final, math.ceil(first * (final / first) ** (r / (rounds - 1)) - 1e-9)) for r in range(rounds)]
+
+
+def round_clip(clip: float, pool_size: int, first_pool_size: int | None, final_pool: int) -> float:
+    """The L2 clip of a round's score vectors: ``clip`` · √(pool / first pool) under successive halving, else ``clip``.
+
+    A client's centred residual vector has norm ∝ √(candidates), so a fixed clip that fits round
+    1's pool is far above the norm of a halved pool's vector and only adds noise (σ·clip per
+    candidate); scaling it with √(pool size) keeps the same per-candidate clipping and cuts the
+    noise. Pool sizes are public (released), so this costs no privacy: sensitivity is the round's clip.
+    """
+    if final_pool <= 0 or not first_pool_size or pool_size >= first_pool_size:
+        return float(clip)
+    return float(clip) * math.sqrt(pool_size / first_pool_size)
+
+
+def survivors(pool: np.ndarray, means: np.ndarray, size: int) -> np.ndarray:
+    """The ``size`` candidates of ``pool`` with the highest (noisy) means, best first (ties: pool order)."""
+    order = np.argsort(-np.asarray(means, dtype=np.float64), kind="stable")
+    return np.asarray(pool)[order[:size]]
+
+
+@dataclass(frozen=True)
+class ScoredRound:
+    """One aggregated central-DP round as the server saw it (kept in memory only, for the privacy–utility replay)."""
+
+    round: int
+    pool: np.ndarray
+    reports: list[ClientScores]
+    baselines: dict[str, np.ndarray] | None
+    union: np.ndarray  # the proposals the (private) union released this round
+    deadlines: dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -216,7 +353,7 @@ class RoundResult:
     failures: Mapping[int, str]
     pool_size: int = 0
     proposed: int = 0  # distinct proposals received
-    union_size: int = 0  # proposals that passed the (private) union
+    union_size: int = 0  # proposals that passed the (private) union; -1: union skipped (cannot release, not charged)
     chosen: Mapping[str, Any] | None = None
     fronts: Mapping[str, Any] = field(default_factory=dict)
     plans: Mapping[str, Any] = field(default_factory=dict)
@@ -251,7 +388,8 @@ class FederatedSearch:
         # The noise stream is secure (OS entropy) unless a seed is given (tests, benchmarks).
         self.noise = noise_rng(rng_seed if rng_seed is not None else dp.seed)
         self.sampler = np.random.default_rng(config.seed)
-        self.noise_multiplier = self._noise_multiplier()
+        self.plan: NoisePlan | None = None  # fixed at the first round, from the number of nodes asked
+        self.first_pool_size: int | None = None
         self.ledger = PrivacyLedger(rdp_delta(dp), dp.epsilon if dp.mode != "off" else None)
         self.round = 0
         self.fronts: dict[str, np.ndarray] = {}
@@ -265,39 +403,37 @@ class FederatedSearch:
         self._baseline_fn: Callable[[np.ndarray], Mapping[str, np.ndarray]] | None = None
         self.last_pool: np.ndarray | None = None
         self.last_mean: np.ndarray | None = None
+        # The current estimate of every candidate ever scored (the noisy pooled mean, or with DP off
+        # the exact mean of the last round that scored it): the per-tier fronts are taken over all of
+        # them, so successive halving shrinks what is scored, not what the fronts can hold.
+        self.estimates: dict[bytes, float] = {}
         # Every noisy release of per-candidate sums and counts, summed per candidate across rounds
         # (post-processing, free): a candidate scored in several rounds gets the average of several
         # independent noises. Keyed by the canonical code's bytes.
         self.accumulated: dict[bytes, tuple[float, float]] = {}
         # Kept in memory only (never written): the raw per-client scores of every aggregated round
         # (central mode), which the simulation's privacy-utility curve re-noises with many seeds.
-        self.score_history: list[tuple[np.ndarray, list[ClientScores], dict[str, np.ndarray] | None]] = []
+        self.score_history: list[ScoredRound] = []
         if resume and self.out_dir is not None and (self.out_dir / STATE_FILE).exists():
             self._load_state(self.out_dir / STATE_FILE)
 
     # ---- privacy ---------------------------------------------------------------------------
-    def _noise_multiplier(self) -> float:
-        """σ of every release: the configured one, or calibrated so the whole planned run spends ε."""
-        dp = self.config.dp
-        if dp.mode == "off":
-            return 0.0
-        if dp.noise_multiplier is not None:
-            return float(dp.noise_multiplier)
-        weight = len([r for r in set(self.config.weight_rounds) if r <= self.config.rounds])
-        releases = releases_per_round(dp.mode) * self.config.rounds + weight
-        sigma = float(calibrate_noise_multiplier(dp.epsilon, rdp_delta(dp), releases))
-        # Local mode charges its score release at σ/2 (replace-one sensitivity 2·clip): double σ,
-        # as federation.dp.plan_noise_multiplier does.
-        return 2.0 * sigma if dp.mode == "local" else sigma
+    @property
+    def noise_multiplier(self) -> float:
+        """σ of the last planned score release (0 before the plan is fixed or with DP off); see ``plan``."""
+        return float(self.plan.score_sigmas[-1]) if self.plan is not None else 0.0
 
     def _round_charges(self, round_: int) -> list[tuple[float, str]]:
         """(noise multiplier, label) of every Gaussian release round ``round_`` makes, in order."""
-        dp, nm = self.config.dp, self.noise_multiplier
-        if dp.mode == "off":
+        dp, plan = self.config.dp, self.plan
+        if dp.mode == "off" or plan is None:
             return []
-        charges = [(nm, f"round {round_}: set union"), (charged_noise_multiplier(dp, nm), f"round {round_}: scores")]
+        charges = []
+        if plan.union:
+            charges.append((plan.union_sigma, f"round {round_}: set union"))
+        charges.append((plan.charged_score_sigma(dp, round_), f"round {round_}: scores"))
         if round_ in self.config.weight_rounds:
-            charges.append((nm, f"round {round_}: supernet weights"))
+            charges.append((plan.weight_sigma, f"round {round_}: supernet weights"))
         return charges
 
     def _would_exceed(self, round_: int) -> bool:
@@ -356,6 +492,10 @@ class FederatedSearch:
         started = time.perf_counter()
         if self.stopped or r > cfg.rounds:
             raise FederationConfigError(f"run_round: the search is finished (round {self.round} of {cfg.rounds})")
+        nodes = self._sample(node_ids)
+        if self.plan is None:
+            # Fixed once, before the first release, from public facts only (the number asked, K, ε, δ).
+            self.plan = plan_noise(cfg, len(nodes))
         if self._would_exceed(r):
             self.stopped = True
             result = RoundResult(
@@ -364,7 +504,6 @@ class FederatedSearch:
                 "stopped with the result so far",
             )
             return self._finish(result, advance=False)
-        nodes = self._sample(node_ids)
         failures: dict[int, str] = {}
         for n in nodes:
             self.asked[n] = self.asked.get(n, 0) + 1
@@ -387,22 +526,35 @@ class FederatedSearch:
         # 2. CANDIDATE POOL
         proposed_codes = [p.codes for p in proposals.values()]
         distinct = self._unique(np.concatenate(proposed_codes)) if proposed_codes else self._unique(np.zeros((0, 1)))
+        plan = self.plan
         if dp.mode == "off":
             union = distinct
-        else:
-            self.ledger.charge(self.noise_multiplier, label=f"round {r}: set union")
+        elif plan.union:
+            self.ledger.charge(plan.union_sigma, label=f"round {r}: set union")
             self.ledger.charge_delta(union_delta(dp), label=f"round {r}: set union threshold")
-            released = private_set_union(
-                proposed_codes, dp, self.noise_multiplier, self.noise, max_per_client=cfg.top_k
-            )
+            released = private_set_union(proposed_codes, dp, plan.union_sigma, self.noise, max_per_client=cfg.top_k)
             union = self._unique(released) if released.size else self._unique(np.zeros((0, 1)))
-        # The public seed pool is scored every round: it costs no privacy and keeps the pool from
-        # collapsing to a few noisy front members when DP noise is large.
-        public = [self.public_seed_pool(), *(f for f in self.fronts.values() if len(f))]
-        pool = self._unique(np.concatenate([*public, union]) if public or len(union) else union)
-        if len(pool) == 0:
-            pool = self.public_seed_pool()
+        else:  # plan_noise found it cannot release at this fleet size: not run, not charged
+            union = self._unique(np.zeros((0, 1)))
+        halving = cfg.final_pool > 0 and self.first_pool_size is not None and self.last_pool is not None
+        if halving:
+            # Successive halving: the best of the last pool by its (noisy, pooled) means, plus what
+            # the union released now — post-processing of released values, so it costs nothing.
+            size = pool_sizes(self.first_pool_size, cfg.final_pool, cfg.rounds)[r - 1]
+            kept = survivors(self.last_pool, self.last_mean, size)
+            pool = self._unique(np.concatenate([kept, union]) if len(union) else kept)
+        else:
+            # The public seed pool is scored: it costs no privacy and keeps the pool from collapsing
+            # to a few noisy front members when DP noise is large.
+            public = [self.public_seed_pool(), *(f for f in self.fronts.values() if len(f))]
+            pool = self._unique(np.concatenate([*public, union]) if public or len(union) else union)
+            if len(pool) == 0:
+                pool = self.public_seed_pool()
+            self.first_pool_size = len(pool)
         tiers_seen = {p.tier: p.deadline_ms for p in proposals.values()}
+
+        clip = round_clip(dp.clip, len(pool), self.first_pool_size, cfg.final_pool)
+        rdp = replace(dp, clip=clip)
 
         # 3. SCORE
         # The weights aggregate_scores will use (the local variant needs each client's own up front).
@@ -411,7 +563,7 @@ class FederatedSearch:
         score_nodes = list(proposals)
         requests = {
             n: ScoreRequest(
-                cfg.space, r, pool, cfg.source, dp.mode, dp.clip, self.noise_multiplier, float(weights[n]), cfg.seed,
+                cfg.space, r, pool, cfg.source, dp.mode, clip, plan.score_sigmas[r - 1], float(weights[n]), cfg.seed,
                 centre=dp.centre, count_scale=dp.count_scale, offset_scale=dp.offset_scale,
             )
             for n in score_nodes
@@ -431,23 +583,26 @@ class FederatedSearch:
 
         # 4. AGGREGATE (charged before the release)
         if dp.mode != "off":
-            self.ledger.charge(charged_noise_multiplier(dp, self.noise_multiplier), label=f"round {r}: scores")
+            self.ledger.charge(plan.charged_score_sigma(dp, r), label=f"round {r}: scores")
         reports = [
             ClientScores(n, rep.tier, rep.n_examples, self.reliability(n), rep.scores) for n, rep in scored.items()
         ]
+        sigma = plan.score_sigmas[r - 1]
         if dp.mode == "off":  # the exact weighted mean of this round
             mean = np.asarray(aggregate_scores(pool, reports, dp, 0.0, None).mean_scores, dtype=float)
         else:
             if dp.mode == "local":
-                local = sum_local([rep.scores for rep in scored.values()], dp, self.noise_multiplier)
+                local = sum_local([rep.scores for rep in scored.values()], rdp, sigma)
                 sums, count = np.asarray(local.noisy_sums), float(local.noisy_count)
             else:
                 baselines = self.baselines(pool, sorted({rep.tier for rep in reports}), tiers_seen)
-                sums, count = tiered_release(pool, reports, dp, self.noise_multiplier, self.noise, baselines)
-                self.score_history.append((pool, reports, baselines))
-            mean = accumulate(self.accumulated, pool, sums, count)
+                sums, count = tiered_release(pool, reports, rdp, sigma, self.noise, baselines)
+                self.score_history.append(ScoredRound(r, pool, reports, baselines, union, dict(tiers_seen)))
+            mean = accumulate(self.accumulated, pool, sums, count, plan.accumulation_weight(r))
         best = int(np.argmax(mean))
         self.last_pool, self.last_mean = pool, mean
+        for code, value in zip(pool, mean, strict=True):
+            self.estimates[np.asarray(code, dtype=np.int64).tobytes()] = float(value)
 
         # 5. FRONTS AND PLANS
         deadlines = {t: float(cfg.tier_deadlines.get(t, d)) for t, d in tiers_seen.items()}
@@ -455,7 +610,8 @@ class FederatedSearch:
             if rep.tier not in cfg.tier_deadlines:
                 same = [p.deadline_ms for p in proposals.values() if p.tier == rep.tier]
                 deadlines[rep.tier] = float(np.median(same))
-        fronts_json, plans_json = self._fronts_and_plans(pool, mean, sorted(deadlines), deadlines)
+        known, known_mean = self.known()
+        fronts_json, plans_json = self._fronts_and_plans(known, known_mean, sorted(deadlines), deadlines)
         chosen = {
             "index": best,
             "code": pool[best].tolist(),
@@ -467,11 +623,19 @@ class FederatedSearch:
         if r in cfg.weight_rounds and self.supernet_state is not None:
             train_info = self.weight_round(send, list(scored), r)
         result = RoundResult(
-            r, "ok", tuple(nodes), failures, pool_size=len(pool), proposed=len(distinct), union_size=len(union),
+            r, "ok", tuple(nodes), failures, pool_size=len(pool), proposed=len(distinct),
+            union_size=len(union) if dp.mode == "off" or plan.union else -1,
             chosen=chosen, fronts=fronts_json, plans=plans_json, epsilon=self.epsilon, delta=self._delta(),
             seconds=time.perf_counter() - started, train=train_info,
         )
         return self._finish(result)
+
+    def known(self) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, current estimates) of every candidate scored so far, in first-scored order."""
+        if not self.estimates:
+            return np.zeros((0, self.space.encoding_length), dtype=np.int64), np.zeros(0)
+        codes = np.stack([np.frombuffer(k, dtype=np.int64) for k in self.estimates])
+        return codes, np.fromiter(self.estimates.values(), dtype=np.float64, count=len(self.estimates))
 
     def baselines(
         self, pool: np.ndarray, tiers: Sequence[str], reported: Mapping[str, float]
@@ -569,12 +733,10 @@ class FederatedSearch:
         good = [rep for rep in replies.values() if isinstance(rep, TrainReply)]
         if len(good) < self._quorum(len(nodes)):
             return {"status": "skipped", "answered": len(good), "asked": len(nodes)}
+        sigma = self.plan.weight_sigma if self.plan is not None and dp.mode != "off" else 0.0
         if dp.mode != "off":
-            self.ledger.charge(self.noise_multiplier, label=f"round {r}: supernet weights")
-        self.supernet_state = average_states(
-            self.supernet_state, [g.arrays for g in good], clip, self.noise_multiplier if dp.mode != "off" else 0.0,
-            self.noise,
-        )
+            self.ledger.charge(sigma, label=f"round {r}: supernet weights")
+        self.supernet_state = average_states(self.supernet_state, [g.arrays for g in good], clip, sigma, self.noise)
         return {
             "status": "ok",
             "answered": len(good),
@@ -611,6 +773,7 @@ class FederatedSearch:
                 "epsilon_budget": self.config.dp.epsilon,
                 "delta": self.config.dp.delta,
                 "noise_multiplier": self.noise_multiplier,
+                "noise_plan": self.plan.to_json() if self.plan is not None else None,
                 "epsilon_spent": self.epsilon,
                 "delta_spent": self._delta(),
             },
@@ -622,7 +785,7 @@ class FederatedSearch:
                     "status": h.status,
                     "epsilon": h.epsilon,
                     "pool_size": h.pool_size,
-                    "union_size": h.union_size,
+                    "union_size": h.union_size,  # -1: the union was skipped (could not release; not charged)
                     "failures": len(h.failures),
                     "best_score": h.chosen["score"] if h.chosen else None,
                     "seconds": h.seconds,
@@ -644,6 +807,11 @@ class FederatedSearch:
             "answered": {str(k): v for k, v in self.answered.items()},
             "ledger": self.ledger.to_json(),
             "best": self.best,
+            "plan": self.plan.to_json() if self.plan is not None else None,
+            "first_pool_size": self.first_pool_size,
+            "last_pool": self.last_pool.tolist() if self.last_pool is not None else None,
+            "last_mean": self.last_mean.tolist() if self.last_mean is not None else None,
+            "estimates": [[np.frombuffer(k, dtype=np.int64).tolist(), v] for k, v in self.estimates.items()],
             "accumulated": [
                 [np.frombuffer(k, dtype=np.int64).tolist(), total, count]
                 for k, (total, count) in self.accumulated.items()
@@ -667,6 +835,12 @@ class FederatedSearch:
         self.answered = {int(k): int(v) for k, v in state["answered"].items()}
         self.ledger = PrivacyLedger.from_json(state["ledger"])
         self.best = state["best"]
+        self.plan = NoisePlan.from_json(state["plan"]) if state.get("plan") else None
+        self.first_pool_size = state.get("first_pool_size")
+        if state.get("last_pool") is not None:
+            self.last_pool = np.asarray(state["last_pool"], dtype=np.int64).reshape(-1, self.space.encoding_length)
+            self.last_mean = np.asarray(state["last_mean"], dtype=np.float64)
+        self.estimates = {np.asarray(c, dtype=np.int64).tobytes(): float(v) for c, v in state.get("estimates", [])}
         self.accumulated = {
             np.asarray(code, dtype=np.int64).tobytes(): (float(total), float(count))
             for code, total, count in state.get("accumulated", [])
@@ -715,19 +889,20 @@ def tiered_release(
 
 
 def accumulate(
-    acc: dict[bytes, tuple[float, float]], pool: np.ndarray, sums: np.ndarray, count: float
+    acc: dict[bytes, tuple[float, float]], pool: np.ndarray, sums: np.ndarray, count: float, weight: float = 1.0
 ) -> np.ndarray:
     """Add one release's per-candidate noisy sums and its noisy count to ``acc``; returns the pool's pooled means.
 
-    mean_j = Σ_rounds sums_j / Σ_rounds count over the rounds that scored candidate j (a count is
-    floored at 1 before dividing): post-processing of DP releases, so it costs no privacy.
+    mean_j = Σ_rounds v_r sums_j / Σ_rounds v_r count over the rounds that scored candidate j (the
+    pooled count is floored at 1 before dividing), v_r = ``weight`` — the release's inverse noise
+    variance (relative), so rounds with more budget count more: post-processing, costs no privacy.
     """
     codes = np.asarray(pool, dtype=np.int64)
     out = np.empty(len(codes))
     for j, code in enumerate(codes):
         key = code.tobytes()
         total, n = acc.get(key, (0.0, 0.0))
-        total, n = total + float(sums[j]), n + float(count)
+        total, n = total + weight * float(sums[j]), n + weight * float(count)
         acc[key] = (total, n)
         out[j] = total / max(n, 1.0)
     return out

@@ -47,6 +47,7 @@ __all__ = [
     "fleet_setup",
     "inprocess_send",
     "privacy_utility",
+    "rescore_history",
     "resolve_predictor",
     "run_scenario",
     "tier_deadlines",
@@ -81,6 +82,8 @@ class Scenario:
     quorum: float = 0.5
     clip: float = 0.2  # L2 clip of a client's (baseline-subtracted, centred) score vector
     baseline: bool = True  # subtract the public per-tier baseline (central predictor, catalogue deadlines)
+    final_pool: int = 5  # successive halving of the scored pool down to this many (0: off)
+    budget_ramp: float = 1.0  # round r's score release gets budget_ramp**(r-1) of the budget (relative)
     noise_seed: int | None = None  # None: OS entropy for the run's noise (the curve always uses seeded noise)
     epsilons: tuple[float, ...] = DEFAULT_EPSILONS
     utility_seeds: int = 50
@@ -186,47 +189,114 @@ def resolve_predictor(scenario: Scenario, progress: bool) -> tuple[str, Any]:
 
 
 # ---- privacy-utility ---------------------------------------------------------------------------
+def rescore_history(search: Any, send: Callable[..., Any]) -> list[Any]:
+    """Every aggregated round of ``search`` re-scored without noise over *every* candidate the run scored.
+
+    The experimenter's ground truth, not part of the protocol (it reads raw scores, simulation
+    only): the nodes that answered round r are asked again, in process, for their raw scores of
+    the union of all the run's pools, with the round's own reliabilities and deadlines. With
+    successive halving the real run scored a shrinking pool; this lets the replay follow other
+    noise draws into other survivors, and compares the private choice with the non-private
+    choice over all the candidates, not just the survivors.
+    """
+    from federation.protocol import SCORE, ScoreRequest
+    from federation.server import ScoredRound
+
+    history = search.score_history
+    if not history:
+        raise ScenarioError("rescore_history: no aggregated round to re-score")
+    cfg = search.config
+    superset = _distinct(np.concatenate([h.pool for h in history]))
+    out = []
+    for h in history:
+        req = ScoreRequest(cfg.space, h.round, superset, cfg.source, "central", cfg.dp.clip, 0.0, 1.0, cfg.seed)
+        replies = send(SCORE, {rep.node_id: req for rep in h.reports}, None)
+        reports = []
+        for rep in h.reports:
+            got = replies.get(rep.node_id)
+            if not hasattr(got, "scores") or len(got.scores) != len(superset):
+                raise ScenarioError(f"rescore_history: node {rep.node_id} did not re-score round {h.round}: {got!r}")
+            reports.append(replace(rep, scores=np.asarray(got.scores, dtype=float)))
+        base = search.baselines(superset, sorted({rep.tier for rep in reports}), h.deadlines)
+        out.append(ScoredRound(h.round, superset, reports, base, h.union, h.deadlines))
+    return out
+
+
+def _distinct(codes: np.ndarray) -> np.ndarray:
+    """Rows of ``codes`` without repeats, in first-seen order."""
+    seen: set[bytes] = set()
+    keep = []
+    for i, row in enumerate(np.asarray(codes, dtype=np.int64)):
+        key = row.tobytes()
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return np.asarray(codes, dtype=np.int64)[keep]
+
+
 def privacy_utility(
-    history: Sequence[tuple[np.ndarray, Sequence[Any], Any]],
+    history: Sequence[Any],
+    rescored: Sequence[Any],
     epsilons: Sequence[float],
-    base: Any,
-    rounds: int,
+    config: Any,
+    clients: int,
     seeds: int,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """For each ε: the regret distribution of the private choice vs the non-private one on the same scores.
+    """For each ε: the regret distribution of the private choice vs the non-private one over the same candidates.
 
-    ``history`` holds every aggregated round's (pool, client reports, tier baselines) — the raw
-    scores the server saw. For each ε and noise seed the server's aggregation is replayed
-    (``federation.server.tiered_release``): every round released with
-    the σ its whole run would be calibrated to (``releases_per_round`` per round), noisy sums and
-    counts pooled across rounds per candidate (``federation.server.accumulate``), argmax over the
-    last round's pool. The "true" score of a candidate is the exact last-round weighted mean (DP off).
-    ``base`` is the run's DPConfig (clip and the rest are kept; mode off counts as central).
+    ``history`` is the run's ``score_history`` (its pools and union releases), ``rescored`` the same
+    rounds re-scored over every candidate (``rescore_history``), ``config`` the run's
+    FederationConfig and ``clients`` the number asked per round (the noise plan depends on it).
+    For each ε and noise seed the server's selection is replayed with the server's own functions:
+    the noise plan for that ε (``plan_noise``: union skipped or not, per-round σ), round 1's pool,
+    then per round the survivors of the last round's noisy pooled means (``survivors``,
+    ``pool_sizes``) plus that round's union release (held at the run's: the proposals are not
+    re-run), the tiered Gaussian release (``tiered_release``) and the inverse-variance pooling
+    (``accumulate``); the choice is the argmax of the last round's pool. Its "true" score is the
+    exact weighted mean of the last round's clients, and the non-private choice is the argmax of
+    that over *all* candidates the run scored (``rescored``'s pool), whatever the halving kept.
     """
     from federation.aggregate import aggregate_scores, regret, relative_regret
-    from federation.dp import calibrate_noise_multiplier, rdp_delta
-    from federation.server import accumulate, releases_per_round, tiered_release
+    from federation.server import accumulate, plan_noise, pool_sizes, round_clip, survivors, tiered_release
 
-    if not history:
-        raise ScenarioError("privacy_utility: no aggregated round to replay")
+    if not history or len(history) != len(rescored):
+        raise ScenarioError("privacy_utility: need the run's aggregated rounds and as many re-scored ones")
+    base = config.dp
     mode = base.mode if base.mode != "off" else "central"
-    pool, reports, _ = history[-1]
-    exact = aggregate_scores(pool, reports, replace(base, mode="off"), 0.0, None)
+    if mode != "central":
+        raise ScenarioError(f"privacy_utility: replays central DP only, got mode {base.mode!r}")
+    superset = rescored[-1].pool
+    index = {row.tobytes(): j for j, row in enumerate(np.asarray(superset, dtype=np.int64))}
+    exact = aggregate_scores(superset, rescored[-1].reports, replace(base, mode="off"), 0.0, None)
     true = np.asarray(exact.mean_scores)
+    halving = config.final_pool > 0
     rows = []
     for eps in epsilons:
-        dp = replace(base, mode=mode, epsilon=float(eps), rounds=rounds, noise_multiplier=None)
-        sigma = calibrate_noise_multiplier(dp.epsilon, rdp_delta(dp), releases_per_round(mode) * rounds)
-        sigma = 2.0 * sigma if mode == "local" else sigma
-        regrets, rel = [], []
+        conf = replace(config, dp=replace(base, mode=mode, epsilon=float(eps), noise_multiplier=None))
+        plan = plan_noise(conf, clients)
+        regrets, rel, finals = [], [], []
         for k in range(seeds):
             rng = np.random.default_rng([seed, k, int(eps * 1000)])
             acc: dict[bytes, tuple[float, float]] = {}
-            for round_pool, round_reports, baselines in history:
-                sums, count = tiered_release(round_pool, round_reports, dp, sigma, rng, baselines)
-                mean = accumulate(acc, round_pool, sums, count)
-            chosen = int(np.argmax(mean))
+            pool = mean = None
+            first = len(history[0].pool)
+            for h, t in zip(history, rescored, strict=True):
+                if pool is None or not halving:
+                    pool = np.asarray(h.pool, dtype=np.int64)
+                else:
+                    size = pool_sizes(first, config.final_pool, config.rounds)[h.round - 1]
+                    kept = survivors(pool, mean, size)
+                    pool = _distinct(np.concatenate([kept, h.union]) if len(h.union) else kept)
+                cols = np.asarray([index[row.tobytes()] for row in pool])
+                reports = [replace(rep, scores=rep.scores[cols]) for rep in t.reports]
+                baselines = None if t.baselines is None else {tier: b[cols] for tier, b in t.baselines.items()}
+                sigma = plan.score_sigmas[h.round - 1]
+                clip = round_clip(conf.dp.clip, len(pool), first, config.final_pool)
+                sums, count = tiered_release(pool, reports, replace(conf.dp, clip=clip), sigma, rng, baselines)
+                mean = accumulate(acc, pool, sums, count, plan.accumulation_weight(h.round))
+            chosen = index[pool[int(np.argmax(mean))].tobytes()]
+            finals.append(len(pool))
             regrets.append(regret(chosen, true))
             rel.append(relative_regret(chosen, true))
         r = np.asarray(regrets)
@@ -234,7 +304,10 @@ def privacy_utility(
         rows.append(
             {
                 "epsilon": float(eps),
-                "noise_multiplier": float(sigma),
+                "noise_multiplier": float(plan.score_sigmas[-1]),
+                "score_noise_multipliers": [float(x) for x in plan.score_sigmas],
+                "union_run": plan.union,
+                "final_pool_mean": float(np.mean(finals)),
                 "regret_mean": float(r.mean()),
                 "regret_median": float(np.median(r)),
                 "regret_p90": float(np.quantile(r, 0.9)),
@@ -245,8 +318,9 @@ def privacy_utility(
         )
     return {
         "mode": mode,
-        "clients": len(reports),
-        "candidates": len(pool),
+        "clients": len(rescored[-1].reports),
+        "candidates": len(superset),
+        "first_pool": len(history[0].pool),
         "rounds_replayed": len(history),
         "seeds": seeds,
         "non_private_best_index": int(exact.best_index),
@@ -298,23 +372,24 @@ def plot_privacy_utility(curve: dict[str, Any], path: Path) -> Path | None:
 
 
 def plot_fronts(search: Any, out_dir: Path) -> list[str]:
-    """Paths of ``fronts_<tier>.png``: the last round's pool on (latency, aggregated score) per tier, modes starred."""
+    """Paths of ``fronts_<tier>.png``: every scored candidate on (latency, aggregated score) per tier, modes starred."""
     from search.plots import plot_front_2d
 
-    if search.last_pool is None or search.last_mean is None:
+    codes, means = search.known()  # every candidate scored, with its current estimate (what the fronts use)
+    if len(codes) == 0:
         return []
     written = []
     last = next((h for h in reversed(search.history) if h.status == "ok"), None)
     for tier, table in sorted(search._tables.items()):
-        lat = table.evaluate(search.last_pool)["latency_ms"]
-        F = np.column_stack([lat, search.last_mean])
+        lat = table.evaluate(codes)["latency_ms"]
+        F = np.column_stack([lat, means])
         chosen: dict[str, int] = {}
         plan = (last.plans or {}).get(tier) if last else None
         if plan:
             front_codes = np.asarray(last.fronts[tier]["codes"])
             for mode in plan["modes"]:
                 code = front_codes[mode["index"]]
-                match = np.flatnonzero((search.last_pool == code).all(axis=1))
+                match = np.flatnonzero((codes == code).all(axis=1))
                 if match.size:
                     chosen[mode["name"]] = int(match[0])
         p = plot_front_2d(
@@ -376,6 +451,7 @@ def fleet_setup(scenario: Scenario, out_dir: Path, progress: bool = False) -> tu
         seed_pool=scenario.seed_pool, min_nodes=scenario.clients, quorum=scenario.quorum, dp=dp,
         seed=scenario.seed, tier_deadlines=deadlines, timeout_s=None,
         baseline_predictor=str(Path(predictor).resolve()) if scenario.baseline else None,
+        final_pool=scenario.final_pool, budget_ramp=scenario.budget_ramp,
     )
     settings = ClientSettings(
         predictor=str(Path(predictor).resolve()), alpha=scenario.alpha, data_seed=scenario.seed, tiers=tiers,
@@ -519,10 +595,16 @@ def run_scenario(
             for tier, plan in summary.get("plans", {}).items()
         },
     }
-    if search.score_history and scenario.dp_mode != "local":
+    if search.score_history and scenario.dp_mode == "central":
         say(f"privacy-utility curve: {len(scenario.epsilons)} ε values × {scenario.utility_seeds} noise seeds")
+        # Flower's node ids on Ray cannot be mapped back to partitions after the run, so the curve is
+        # taken on an in-process replica of the same fleet (same scenario, client code and noise seed).
+        send = inprocess_send(settings, scenario.clients)
+        replica = FederatedSearch(config, rng_seed=scenario.noise_seed)
+        replica.run(send, lambda: list(range(scenario.clients)))
+        rescored = rescore_history(replica, send)
         curve = privacy_utility(
-            search.score_history, scenario.epsilons, config.dp, scenario.rounds, scenario.utility_seeds,
+            replica.score_history, rescored, scenario.epsilons, config, replica.plan.clients, scenario.utility_seeds,
             scenario.seed,
         )
         write_text_atomic(out / "privacy_utility.json", json.dumps(curve, indent=1))

@@ -22,7 +22,11 @@ from federation.server import (
     FederationConfig,
     FederationConfigError,
     average_states,
+    plan_noise,
+    pool_sizes,
     releases_per_round,
+    round_clip,
+    survivors,
 )
 from tests.federation.conftest import SMALL_SPACE, TIERS, fake_accuracy
 
@@ -151,16 +155,22 @@ def test_central_dp_charges_the_ledger_and_stops_at_the_budget(fleet: Fleet, tmp
     dp = DPConfig(mode="central", epsilon=1.0, delta=1e-5, clip=0.5, seed=3)
     cfg = config(rounds=3, dp=dp)
     search = FederatedSearch(cfg, out_dir=tmp_path)
-    sigma = calibrate_noise_multiplier(1.0, rdp_delta(cfg.dp), releases_per_round("central") * 3)
-    assert search.noise_multiplier == pytest.approx(sigma)
+    assert search.plan is None  # fixed at the first round, from the number of nodes asked
     summary = search.run(fleet.send, lambda: fleet.nodes)
+    # 9 clients can never push a proposal past the union's threshold: the union is skipped, not charged,
+    # and the three score releases get the whole budget
+    assert search.plan is not None and not search.plan.union and search.plan.clients == len(fleet.nodes)
+    assert all(h["label"].endswith("scores") for h in search.ledger.history) and len(search.ledger.history) == 3
+    assert all(r["union_size"] == -1 for r in summary["rounds"])
+    sigma = calibrate_noise_multiplier(1.0, rdp_delta(cfg.dp), releases_per_round("central", union=False) * 3)
+    assert search.noise_multiplier == pytest.approx(sigma, rel=1e-5)
     eps = [r["epsilon"] for r in summary["rounds"]]
     assert eps == sorted(eps) and eps[-1] <= 1.0 + 1e-9 and eps[-1] > 0.99
     # the ledger's ε equals dp-accounting's for the same releases
     ledger = PrivacyLedger(rdp_delta(cfg.dp))
-    ledger.charge(sigma, count=6)
-    assert summary["dp"]["epsilon_spent"] == pytest.approx(ledger.epsilon, rel=1e-9)
-    assert summary["dp"]["delta_spent"] == pytest.approx(1e-5)  # RDP share + the union's thresholding share
+    ledger.charge(sigma, count=3)
+    assert summary["dp"]["epsilon_spent"] == pytest.approx(ledger.epsilon, rel=1e-5)
+    assert summary["dp"]["delta_spent"] == pytest.approx(rdp_delta(cfg.dp))  # the skipped union spent no δ
     # a fourth round would pass the budget: a longer run stops cleanly with its result so far
     longer = FederatedSearch(replace(cfg, rounds=5, dp=replace(dp, noise_multiplier=sigma)))
     out = longer.run(fleet.send, lambda: fleet.nodes)
@@ -301,3 +311,66 @@ def test_wait_for_nodes_polls_then_fails_clearly() -> None:
     grid.get_node_ids.return_value = [5]
     with pytest.raises(FederationError, match="only 1 of the 2 expected nodes connected within 0 s"):
         wait_for_nodes(grid, 2, wait_s=0.0, poll_s=0.0)
+
+
+def test_plan_runs_the_union_only_when_it_can_release_and_never_exceeds_the_budget() -> None:
+    from federation.dp import union_can_release, union_delta, union_threshold
+
+    dp = DPConfig(mode="central", epsilon=1.0, delta=1e-5)
+    for ramp in (1.0, 1.6, 0.7):
+        cfg = config(rounds=5, top_k=4, dp=dp, budget_ramp=ramp, weight_rounds=(2,))
+        for clients in (9, 100, 100_000):
+            plan = plan_noise(cfg, clients)
+            t = union_threshold(plan.union_sigma or 1.0, 4, union_delta(cfg.dp))
+            if plan.union:  # with its own share it can release: charged every round
+                assert union_can_release(clients, 4, plan.union_sigma, t)
+            # the whole planned run (unions, 5 score releases, 1 weight round) spends at most ε
+            ledger = PrivacyLedger(rdp_delta(cfg.dp))
+            for r in range(1, 6):
+                if plan.union:
+                    ledger.charge(plan.union_sigma)
+                ledger.charge(plan.charged_score_sigma(cfg.dp, r))
+            ledger.charge(plan.weight_sigma)
+            assert 0.999 < ledger.epsilon <= 1.0 + 1e-9
+            if ramp > 1:  # more budget, less noise, in the later rounds
+                assert list(plan.score_sigmas) == sorted(plan.score_sigmas, reverse=True)
+        # a handful of clients cannot reach the threshold (skipped); a huge fleet can (run and charged)
+        assert not plan_noise(cfg, 100).union and plan_noise(cfg, 100_000).union
+        assert plan_noise(cfg, 100_000).score_sigmas[0] > plan_noise(cfg, 100).score_sigmas[0]
+
+
+def test_union_skip_rule() -> None:
+    from federation.dp import union_can_release
+
+    # n/√K against T − 3σ: 100 clients with K = 4 reach count 50
+    assert union_can_release(100, 4, 10.0, 79.9) and not union_can_release(100, 4, 10.0, 80.1)
+
+
+def test_successive_halving_schedule_and_survivors() -> None:
+    assert pool_sizes(26, 5, 5) == [26, 18, 12, 8, 5]
+    assert pool_sizes(26, 0, 5) == [26] * 5 and pool_sizes(4, 5, 3) == [4] * 3 and pool_sizes(26, 5, 1) == [26]
+    pool = np.arange(12).reshape(6, 2)
+    assert survivors(pool, np.array([0.1, 0.9, 0.5, 0.9, 0.2, 0.3]), 3).tolist() == [[2, 3], [6, 7], [4, 5]]
+    assert round_clip(0.1, 26, 26, 5) == 0.1 and round_clip(0.1, 13, 26, 0) == 0.1
+    assert round_clip(0.1, 13, 26, 5) == pytest.approx(0.1 * np.sqrt(0.5))
+
+
+def test_dp_run_halves_the_pool_and_keeps_fronts_over_every_candidate(fleet: Fleet) -> None:
+    dp = DPConfig(mode="central", epsilon=1.0, clip=0.1, seed=5)
+    cfg = config(rounds=4, dp=dp, seed_pool=20, final_pool=4)
+    search = FederatedSearch(cfg, rng_seed=5)
+    summary = search.run(fleet.send, lambda: fleet.nodes)
+    sizes = [r["pool_size"] for r in summary["rounds"]]
+    assert sizes == pool_sizes(sizes[0], 4, 4) and sizes[-1] == 4 and sizes[0] > 4
+    # each later pool is the best of the one before by its noisy pooled means (no union: 9 clients)
+    for prev, cur in zip(search.score_history, search.score_history[1:], strict=False):
+        keys = {c.tobytes() for c in cur.pool}
+        assert keys <= {c.tobytes() for c in prev.pool}
+    # the fronts are over every candidate ever scored, not just the last (halved) pool
+    known, _ = search.known()
+    assert len(known) == sizes[0]
+    last = search.history[-1]
+    front_codes = {tuple(c) for f in last.fronts.values() for c in f["codes"]}
+    assert front_codes - {tuple(c) for c in search.last_pool.tolist()}  # some front members were halved away
+    assert all(plan is not None and plan["modes"] for plan in last.plans.values())
+    assert summary["dp"]["epsilon_spent"] <= 1.0 + 1e-9 and len(search.ledger.history) == 4

@@ -22,6 +22,7 @@ from simulations.federated_search import (
     fleet_setup,
     inprocess_send,
     privacy_utility,
+    rescore_history,
     run_scenario,
     tier_deadlines,
 )
@@ -84,7 +85,12 @@ def test_inprocess_run_and_privacy_utility(tmp_path: Path, class_predictor_path:
     summary = search.run(inprocess_send(settings, sc.clients), lambda: list(range(sc.clients)))
     assert summary["rounds_run"] == 2 and 0.99 < summary["dp"]["epsilon_spent"] <= 1.0 + 1e-9
     assert len(search.score_history) == 2
-    curve = privacy_utility(search.score_history, [0.5, 50.0], config.dp, sc.rounds, seeds=8, seed=0)
+    rescored = rescore_history(search, inprocess_send(settings, sc.clients))
+    # re-scored over every candidate the run scored, by the same clients with the same weights
+    assert all(len(t.pool) >= len(h.pool) for h, t in zip(search.score_history, rescored, strict=True))
+    assert [len(t.reports) for t in rescored] == [len(h.reports) for h in search.score_history]
+    curve = privacy_utility(search.score_history, rescored, [0.5, 50.0], config, search.plan.clients, seeds=8, seed=0)
+    assert curve["candidates"] == len(search.known()[0])
     low, high = curve["curve"]
     assert high["noise_multiplier"] < low["noise_multiplier"]
     assert high["regret_mean"] <= low["regret_mean"] + 1e-12  # more budget, no more regret
