@@ -60,7 +60,7 @@ def register(subparsers: Subparsers) -> None:
     s.add_argument("--top-k", type=int, default=4, help="architectures each device proposes per round [4]")
     s.add_argument("--budget", type=int, default=120, help="local NSGA-II evaluations per device per round [120]")
     s.add_argument("--seed-pool", type=int, default=24, help="public random candidates scored each round [24]")
-    s.add_argument("--clip", type=float, default=0.2, help="L2 clip of a device's score vector [0.2]")
+    s.add_argument("--clip", type=float, default=0.1, help="L2 clip of a device's score vector [0.1]")
     s.add_argument("--no-baseline", action="store_true",
                    help="no public per-tier score baseline (central predictor, catalogue deadlines)")
     s.add_argument("--utility-seeds", type=int, default=50, help="noise seeds per ε for the privacy-utility curve [50]")
