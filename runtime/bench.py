@@ -37,9 +37,9 @@ def standalone_session(bundle: Bundle, mode: str, threading_config: ThreadingCon
     """The mode's model in its own session with every optimisation on (private weights)."""
     import onnxruntime as ort
 
-    from runtime.engine import _session_options
+    from runtime.engine import session_options
 
-    so = _session_options(threading_config)
+    so = session_options(threading_config)
     return ort.InferenceSession(str(bundle.model_path(mode)), so, providers=["CPUExecutionProvider"])
 
 

@@ -142,7 +142,8 @@ class _Loaded:
     shared_buffers: list[Any] = field(default_factory=list)  # keeps OrtValues (and arrays) alive
 
 
-def _session_options(threading_cfg: ThreadingConfig) -> Any:
+def session_options(threading_cfg: ThreadingConfig) -> Any:
+    """ONNX Runtime ``SessionOptions`` as the runtime creates every session (profiling times with the same)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -229,7 +230,7 @@ class MultiModeRuntime:
         modes: dict[str, _ModeState] = {}
         device = self._resolve_device(b)
         for entry in b.manifest.modes:
-            so = _session_options(self.threading_config)
+            so = session_options(self.threading_config)
             disabled: list[str] = []
             if initializers:
                 used = self._shared_names_in(b.root / entry.file)

@@ -3,7 +3,9 @@
 Example (every key optional)::
 
     space: imagenet                 # preset (imagenet, mnist, nasbench201) or a space YAML
-    device: rpi4                    # catalogue name or profile YAML: cost tables, latency, energy
+    device: rpi4                    # catalogue name or profile YAML: cost tables, latency, energy;
+                                    # a profile from `fleetnas profile` (with a `measured` section)
+                                    # also gives latency_ms_measured, and scales `platforms` from it
     platforms: {rpi4: 0.5, cortex_a76: 0.5}   # optional: weighted multi-platform latency
     accuracy:                       # optional accuracy source
       tabular: {path: nb201.csv.gz, dataset: cifar10, split: val}

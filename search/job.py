@@ -61,14 +61,30 @@ def build_problem(cfg: SearchConfig) -> tuple[Any, SpaceProblem, Any, Any]:
     device = load_device(cfg.device)
     evaluators: list[Callable[[np.ndarray], Mapping[str, np.ndarray]]] = []
     cost: Callable[[np.ndarray], Mapping[str, np.ndarray]]
+    measured = None
     if isinstance(space, MobileNetV3Space):
         cost = SpaceCostTable(space, device).evaluate
+        if device.measured is not None:
+            # a profile written by `fleetnas profile`: its latency predictor adds latency_ms_measured
+            from search.predictors.latency import measured_predictor
+
+            measured = measured_predictor(device, space)
         if cfg.platforms:
-            tables = {name: SpaceCostTable(space, load_device(name)).evaluate for name in cfg.platforms}
-            cost = weighted_latency(tables, cfg.platforms)
+            if measured is not None:
+                from search.predictors.latency import DeviceScaledCost
+
+                # each platform's latency and energy scaled from the latency measured here
+                scaled = {name: DeviceScaledCost(measured, device, load_device(name)) for name in cfg.platforms}
+                evaluators.append(cost)  # macs, params, ... of the measured device
+                cost = weighted_latency(scaled, cfg.platforms)
+            else:
+                tables = {name: SpaceCostTable(space, load_device(name)).evaluate for name in cfg.platforms}
+                cost = weighted_latency(tables, cfg.platforms)
     else:
         cost = _nasbench_cost(space, device)
     evaluators.append(cost)
+    if measured is not None:
+        evaluators.append(measured.as_evaluator("latency_ms_measured"))
     if "tabular" in cfg.accuracy:
         from search.evaluators.tabular import TabularEvaluator
 

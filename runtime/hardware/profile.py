@@ -32,6 +32,16 @@ YAML form (``DeviceProfile.from_yaml``; ``to_json`` writes the same keys)::
     supported_dtypes: [float32]          # optional, default the keys of flops_per_cycle
     supported_ops: null                  # optional, default null = every NetSpec op
     power_mode: null                     # set by with_power_mode(); leave unset in files
+    measured:                            # optional: written by `fleetnas profile` (see below)
+      lut: my_board.lut.json             # required: per-block latency table, path relative to this file
+      predictor: my_board.predictor.json # optional: a fitted latency predictor file, relative path
+      roofline: {peak_gflops: 220.0, bandwidth_gbps: 12.5}   # required: measured through ONNX Runtime
+      provenance: {machine: host, cpu: "...", ort_version: 1.32.0, threads: 0, strategy: no_spin,
+                   date: "2025-01-01T00:00:00+00:00", fleetnas_version: 0.1.0}   # required keys
+
+``measured`` records what was measured on the device itself; its keys are checked like the rest
+(``measured.provenance.date`` names a bad field). ``MeasuredProfile.resolve`` turns its relative
+paths into paths next to the profile file it was loaded from.
 
 Mappings are stored as ``FrozenMap`` (an immutable, hashable ``Mapping``) and sequences as tuples,
 so a profile is hashable and can key caches.
@@ -299,6 +309,96 @@ def _dtype_list(value: Any, path: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+MEASURED_KEYS: tuple[str, ...] = ("lut", "predictor", "roofline", "provenance")
+MEASURED_ROOFLINE_KEYS: tuple[str, ...] = ("peak_gflops", "bandwidth_gbps")
+PROVENANCE_REQUIRED: tuple[str, ...] = (
+    "machine",
+    "cpu",
+    "ort_version",
+    "threads",
+    "strategy",
+    "date",
+    "fleetnas_version",
+)
+PROVENANCE_OPTIONAL: tuple[str, ...] = ("python", "platform", "space", "quick", "alignment", "seconds")
+
+
+@dataclass(frozen=True)
+class MeasuredProfile:
+    """What ``fleetnas profile`` measured on the device: block latency table, roofline, provenance.
+
+    ``lut`` and ``predictor`` are paths as written in the file (relative to it unless absolute);
+    ``base_dir`` is the loaded file's directory (not part of equality, not written back).
+    """
+
+    lut: str
+    roofline: Mapping[str, float]
+    provenance: Mapping[str, Any]
+    predictor: str | None = None
+    base_dir: str = field(default="", compare=False)
+
+    def resolve(self, path: str) -> Path:
+        """``path`` (``lut`` or ``predictor``) as a filesystem path: absolute, else next to the profile file."""
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir or ".") / p
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``measured`` section as plain data (``predictor`` omitted when unset)."""
+        out: dict[str, Any] = {"lut": self.lut}
+        if self.predictor is not None:
+            out["predictor"] = self.predictor
+        out["roofline"] = dict(self.roofline)
+        out["provenance"] = dict(self.provenance)
+        return out
+
+
+def _measured(value: Any) -> MeasuredProfile | None:
+    if value is None:
+        return None
+    base_dir = ""
+    if isinstance(value, MeasuredProfile):
+        base_dir = value.base_dir
+        value = value.to_json()
+    raw = _mapping(value, "measured", "a mapping with keys " + ", ".join(MEASURED_KEYS))
+    for key in raw:
+        if key not in MEASURED_KEYS:
+            raise _FieldError(f"measured.{key}", f"unknown key; allowed: {', '.join(MEASURED_KEYS)}")
+    for key in ("lut", "roofline", "provenance"):
+        if key not in raw:
+            raise _FieldError(f"measured.{key}", "missing (required: lut, roofline, provenance)")
+    lut = _string(raw["lut"], "measured.lut")
+    predictor = raw.get("predictor")
+    predictor = None if predictor is None else _string(predictor, "measured.predictor")
+    roof = _keyed_numbers(raw["roofline"], "measured.roofline", MEASURED_ROOFLINE_KEYS, "roofline figures")
+    for key in MEASURED_ROOFLINE_KEYS:
+        if key not in roof:
+            raise _FieldError(f"measured.roofline.{key}", "missing (required: peak_gflops, bandwidth_gbps)")
+    prov_raw = _mapping(raw["provenance"], "measured.provenance", "a mapping of provenance fields")
+    allowed = PROVENANCE_REQUIRED + PROVENANCE_OPTIONAL
+    prov: dict[str, Any] = {}
+    for key, v in prov_raw.items():
+        path = f"measured.provenance.{key}"
+        if key not in allowed:
+            raise _FieldError(path, f"unknown key; allowed: {', '.join(allowed)}")
+        if isinstance(v, bool):
+            prov[key] = v
+        elif key in ("threads", "alignment"):
+            prov[key] = _integer(v, path, minimum=0)
+        elif key == "seconds":
+            prov[key] = _number(v, path, inclusive=True)
+        elif key == "quick":
+            raise _FieldError(path, f"expected true or false, got {_describe(v)}")
+        else:
+            # YAML reads an unquoted date or version as a date / number: keep the text.
+            if isinstance(v, int | float) or hasattr(v, "isoformat"):
+                v = v.isoformat() if hasattr(v, "isoformat") else str(v)
+            prov[key] = _string(v, path)
+    for key in PROVENANCE_REQUIRED:
+        if key not in prov:
+            raise _FieldError(f"measured.provenance.{key}", f"missing (required: {', '.join(PROVENANCE_REQUIRED)})")
+    return MeasuredProfile(lut, roof, FrozenMap(prov), predictor, base_dir)
+
+
 def _normalized(values: Mapping[str, Any]) -> dict[str, Any]:
     """Check every field and return them in canonical types; raises _FieldError on the first problem."""
     v = dict(values)
@@ -391,6 +491,7 @@ def _normalized(values: Mapping[str, Any]) -> dict[str, Any]:
         out["power_mode"] = _string(mode, "power_mode", allowed=[m.name for m in out["power_modes"]])
     else:
         out["power_mode"] = None
+    out["measured"] = _measured(v.get("measured"))
     return out
 
 
@@ -441,6 +542,7 @@ class DeviceProfile:
     supported_dtypes: tuple[str, ...] = ()
     supported_ops: tuple[str, ...] | None = None
     power_mode: str | None = None
+    measured: MeasuredProfile | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -485,7 +587,11 @@ class DeviceProfile:
             raise DeviceProfileError(f"{p}: field '<top level>': file not found") from None
         except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
             raise DeviceProfileError(f"{p}: field '<top level>': cannot read the file ({exc})") from None
-        return cls._from_text(text, str(p))
+        profile = cls._from_text(text, str(p))
+        if profile.measured is not None:
+            # relative paths in `measured` are relative to the file they were read from
+            return replace(profile, measured=replace(profile.measured, base_dir=str(p.parent)))
+        return profile
 
     @classmethod
     def _from_text(cls, text: str, source: str) -> DeviceProfile:
@@ -516,8 +622,16 @@ class DeviceProfile:
                 ]
             elif isinstance(value, tuple):
                 value = list(value)
+            elif f.name == "measured":
+                if value is None:
+                    continue  # optional section: profiles without it keep their JSON form
+                value = value.to_json()
             out[f.name] = value
         return out
+
+    def to_yaml(self) -> str:
+        """The profile as YAML text (``from_yaml`` of a file holding it gives an equal profile)."""
+        return yaml.safe_dump(self.to_json(), sort_keys=False, allow_unicode=True, width=120)
 
     # ---- queries ------------------------------------------------------------------------------
     def _dtype(self, dtype: str) -> str:
@@ -621,9 +735,11 @@ __all__ = [
     "DTYPES",
     "KINDS",
     "LAYER_CLASSES",
+    "MEASURED_KEYS",
     "DeviceProfile",
     "DeviceProfileError",
     "FrozenMap",
+    "MeasuredProfile",
     "OperatingPoint",
     "PowerMode",
     "canonical_dtype",

@@ -308,3 +308,89 @@ def test_direct_construction_validates_and_freezes() -> None:
             opps=(OperatingPoint(800, 0.0),), dynamic_power_coefficient=50, static_power_w=0.2,
             ram_bytes=1 << 20,
         )  # fmt: skip
+
+
+# ---- the optional `measured` section (written by `fleetnas profile`) ----------------------------
+MEASURED = {
+    "lut": "dev.lut.json",
+    "predictor": "dev.predictor.json",
+    "roofline": {"peak_gflops": 220.5, "bandwidth_gbps": 12.25},
+    "provenance": {
+        "machine": "host",
+        "cpu": "Some CPU",
+        "ort_version": "1.32.0",
+        "threads": 0,
+        "strategy": "no_spin",
+        "date": "2025-01-02T03:04:05+00:00",
+        "fleetnas_version": "0.1.0",
+        "quick": True,
+    },
+}
+
+
+def _measured_profile_dict() -> dict[str, Any]:
+    data = load_device("rpi4").to_json()
+    data["measured"] = copy.deepcopy(MEASURED)
+    return data
+
+
+def test_profiles_without_measured_keep_their_json_form() -> None:
+    d = load_device("rpi4")
+    assert d.measured is None and "measured" not in d.to_json()
+
+
+def test_measured_section_round_trips_through_yaml_and_resolves_paths(tmp_path: Path) -> None:
+    d = DeviceProfile.from_dict(_measured_profile_dict(), source="t")
+    assert d.measured is not None and d.measured.roofline["peak_gflops"] == 220.5
+    assert d.measured.provenance["quick"] is True and d.measured.predictor == "dev.predictor.json"
+    path = tmp_path / "sub" / "dev.yaml"
+    path.parent.mkdir()
+    path.write_text(d.to_yaml())
+    again = DeviceProfile.from_yaml(path)
+    assert again == d and hash(again) == hash(d)
+    assert again.measured is not None
+    assert again.measured.resolve(again.measured.lut) == path.parent / "dev.lut.json"
+    assert again.measured.resolve("/abs/table.json") == Path("/abs/table.json")
+    assert DeviceProfile.from_yaml(_write_yaml(tmp_path, again.to_yaml())) == d  # and once more
+
+
+def _write_yaml(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "again.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_unquoted_yaml_date_and_version_are_read_as_text(tmp_path: Path) -> None:
+    text = yaml.safe_dump(_measured_profile_dict())
+    text = text.replace("'2025-01-02T03:04:05+00:00'", "2025-01-02 03:04:05").replace(
+        "fleetnas_version: 0.1.0", "fleetnas_version: 0.2"
+    )
+    d = DeviceProfile.from_yaml(_write_yaml(tmp_path, text))
+    assert d.measured is not None
+    assert d.measured.provenance["date"] == "2025-01-02T03:04:05"
+    assert d.measured.provenance["fleetnas_version"] == "0.2"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "pattern"),
+    [
+        (lambda m: m.update(extra=1), r"field 'measured.extra': unknown key; allowed: lut, predictor"),
+        (lambda m: m.pop("lut"), r"field 'measured.lut': missing"),
+        (lambda m: m["roofline"].pop("bandwidth_gbps"), r"field 'measured.roofline.bandwidth_gbps': missing"),
+        (lambda m: m["roofline"].update(peak_gflops=-1), r"field 'measured.roofline.peak_gflops': must be > 0"),
+        (lambda m: m["provenance"].pop("date"), r"field 'measured.provenance.date': missing"),
+        (lambda m: m["provenance"].update(colour="red"), r"field 'measured.provenance.colour': unknown key"),
+        (lambda m: m["provenance"].update(threads="two"), r"field 'measured.provenance.threads': expected an integer"),
+        (lambda m: m["provenance"].update(quick="yes"), r"field 'measured.provenance.quick': expected true or false"),
+        (lambda m: m.update(lut=""), r"field 'measured.lut': expected a non-empty string"),
+    ],
+)
+def test_bad_measured_sections_name_the_dotted_field(
+    tmp_path: Path, mutate: Callable[[dict[str, Any]], Any], pattern: str
+) -> None:
+    data = _measured_profile_dict()
+    mutate(data["measured"])
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(DeviceProfileError, match=str(path).replace("\\", "\\\\") + ": " + pattern):
+        DeviceProfile.from_yaml(path)
