@@ -24,7 +24,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 .PHONY: help install venv demo test lint clean distclean
 
 help:
-	@echo "make demo       search -> bundle -> adaptive runtime, end to end (installs on first run)"
+	@echo "make demo       supernet -> search -> bundle -> adaptive runtime, then a federated round (installs on first run)"
 	@echo "make test       the whole test suite (installs on first run)"
 	@echo "make lint       ruff over the repo, mypy over runtime and search"
 	@echo "make install    create $(VENV) and install fleetnas[all,dev] (also: make venv)"
@@ -45,8 +45,11 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(PIP) install -e '.[all,dev]'
 	@touch $@
 
+# The demo, then a small federated round over a simulated fleet that reuses the demo's predictor.
 demo: $(STAMP)
 	$(BIN)/fleetnas demo $(DEMO_ARGS)
+	$(BIN)/fleetnas federate simulate --clients 10 --rounds 2 --epsilon 1 --utility-seeds 20 \
+		--cache-dir out/demo/artefacts --out out/demo/federated
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests --durations=10 $(PYTEST_ARGS)
