@@ -11,9 +11,10 @@
   rounds, the supernet itself evaluated on the client's partition (``supernet_accuracy``, torch,
   imported lazily).
 - ``fine_tune``: a few sandwich-rule steps of the shared supernet on the local partition (torch,
-  lazily), returning the new state with the update clipped to an L2 norm — the client side of
-  Flower's ``DifferentialPrivacyClientSideFixedClipping``, done here because our ``train``
-  payload is the whole supernet state rather than a strategy-managed ArrayRecord.
+  lazily), returning the new weights and the update's norm. In the ClientApp the update is
+  clipped by Flower's own ``fixedclipping_mod`` (the client side of
+  ``DifferentialPrivacyClientSideFixedClipping``); ``clip_update`` applies the same Flower
+  function (``compute_clip_model_update``) where no mod runs.
 
 Latency and energy come from the public catalogue profile through ``SpaceCostTable`` (vectorised
 over many codes), so they cost no privacy.
@@ -22,6 +23,7 @@ over many codes), so they cost no privacy.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -228,24 +230,24 @@ def supernet_accuracy(
 def clip_update(
     new: Mapping[str, np.ndarray], old: Mapping[str, np.ndarray], clip: float
 ) -> tuple[dict[str, np.ndarray], float]:
-    """(old + update scaled to L2 norm ≤ ``clip``, the update's norm before clipping); ``clip`` 0 = no clipping.
+    """(old + update scaled to L2 norm ≤ ``clip``, the update's norm before clipping); ``clip`` 0 or ∞ = no clipping.
 
-    Only floating arrays are updated (BatchNorm's integer step counters are copied from ``new``).
-    This is Flower's client-side fixed clipping applied to the whole state's update.
+    The clipping is Flower's ``compute_clip_model_update`` (what ``fixedclipping_mod`` calls) on
+    the floating arrays; integer arrays (BatchNorm's step counters) are copied from ``new``, as
+    they are not part of the federated update (``federation.protocol.float_arrays``).
     """
+    from flwr.supercore.differential_privacy import compute_clip_model_update, get_norm
+
     floats = [k for k in old if np.issubdtype(np.asarray(old[k]).dtype, np.floating)]
-    sq = sum(float(np.sum((np.asarray(new[k], np.float64) - np.asarray(old[k], np.float64)) ** 2)) for k in floats)
-    norm = float(np.sqrt(sq))
-    scale = 1.0 if clip <= 0 or norm <= clip else clip / norm
-    out: dict[str, np.ndarray] = {}
-    for k, ref in old.items():
-        ref_arr = np.asarray(ref)
-        if k in floats:
-            delta = np.asarray(new[k], np.float64) - ref_arr.astype(np.float64)
-            out[k] = (ref_arr.astype(np.float64) + scale * delta).astype(ref_arr.dtype)
-        else:
-            out[k] = np.asarray(new[k]).copy()
-    return out, norm
+    ref = [np.array(old[k]) for k in floats]
+    params = [np.array(new[k], dtype=np.asarray(old[k]).dtype) for k in floats]
+    norm = get_norm([p - r for p, r in zip(params, ref, strict=True)])
+    if 0 < clip < math.inf and norm > 0:  # Flower divides by the norm: a zero update needs no clipping
+        compute_clip_model_update(params, ref, clip)
+    clipped = dict(zip(floats, params, strict=True))
+    out = {k: clipped[k].astype(np.asarray(v).dtype) if k in clipped else np.asarray(new[k]).copy()
+           for k, v in old.items()}
+    return out, float(norm)
 
 
 def fine_tune(
@@ -259,11 +261,15 @@ def fine_tune(
     alignment: int = 8,
     batch_size: int = 32,
 ) -> tuple[dict[str, np.ndarray], float]:
-    """(fine-tuned supernet state with the update clipped to ``clip``, the unclipped update norm) — torch.
+    """(fine-tuned arrays with the update clipped to ``clip``, the unclipped update norm) — torch.
 
-    Each step follows the sandwich rule of ``search.supernet.training``: the largest subnet on
-    cross-entropy, the smallest and two random subnets on ``distillation_loss`` against the
-    largest one's logits, gradients accumulated, one Adam step.
+    ``state`` may hold only the floating arrays (``federation.protocol.float_arrays``): missing
+    BatchNorm step counters start at 0 (momentum-based BatchNorm does not read them). The result
+    has exactly ``state``'s keys, in its order. ``clip`` 0 or ∞: unclipped (the ClientApp's
+    ``fixedclipping_mod`` clips instead). Each step follows the sandwich rule of
+    ``search.supernet.training``: the largest subnet on cross-entropy, the smallest and two random
+    subnets on ``distillation_loss`` against the largest one's logits, gradients accumulated, one
+    Adam step.
     """
     import torch
     import torch.nn.functional as F
@@ -279,7 +285,12 @@ def fine_tune(
         raise ClientError("partition: no local examples to fine-tune on")
     torch.manual_seed(seed % (2**31))
     model = MobileNetV3Supernet(space, alignment)
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+    result = model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise ClientError(
+            f"state: does not fit the space's supernet (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
     model.train()
     sampler = PhaseSampler(space, PhaseConfig(name="federated", elastic=DIMENSIONS, rule="sandwich", n_random=2))
     rng = np.random.default_rng(seed)
@@ -308,5 +319,6 @@ def fine_tune(
             done += 1
         epoch += 1
     model.set_active(model.max_arch())
-    new = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    trained = model.state_dict()
+    new = {k: trained[k].detach().cpu().numpy() for k in state}
     return clip_update(new, state, clip)

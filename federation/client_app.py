@@ -21,6 +21,12 @@ seed, so no data moves). A node whose battery (from its trace, at trace time = r
 is below the floor and not charging refuses the round with an error reply: that is how
 offline devices reach the server's quorum logic.
 
+The ``train`` handler runs behind Flower's ``fixedclipping_mod`` (attached to that handler only:
+the query handlers carry no ArrayRecord, which the mod would refuse): the handler returns the
+unclipped fine-tuned arrays, the mod clips their update to the ``clipping_norm`` the server's
+``DifferentialPrivacyClientSideFixedClipping`` put in the config, and the reply leaves in FedAvg's
+shape (one ArrayRecord + one MetricRecord with ``num-examples``).
+
 Per-process caches (``functools.lru_cache`` keyed by configuration values) hold the dataset,
 partitions, cost tables and predictors, so a Ray worker that plays many nodes loads each once.
 """
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from flwr.app import Context, Error, Message
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
 
 from federation.client import (
     client_seed,
@@ -78,6 +85,7 @@ __all__ = [
     "ClientSettingsError",
     "NodeSettings",
     "Offline",
+    "Trainer",
     "answer_propose",
     "answer_score",
     "answer_train",
@@ -339,7 +347,11 @@ def answer_score(s: NodeSettings, req: ScoreRequest) -> ScoreReply:
 
 
 def answer_train(s: NodeSettings, req: TrainRequest) -> TrainReply:
-    """The node's reply to ``train``: the fine-tuned, update-clipped supernet state (torch); Offline when low."""
+    """The node's reply to ``train``: the fine-tuned arrays, *unclipped* (torch), and the update norm; Offline when low.
+
+    Unclipped because the ``train`` handler's ``fixedclipping_mod`` clips the reply to
+    ``req.clip`` — Flower's own client-side clipping, so it is done exactly once.
+    """
     why = offline_reason(s, req.round)
     if why:
         raise Offline(why)
@@ -350,16 +362,23 @@ def answer_train(s: NodeSettings, req: TrainRequest) -> TrainReply:
         data,
         req.steps,
         req.lr,
-        req.clip,
+        0.0,
         client_seed(s.partition_id, req.round, req.seed),
         alignment=req.alignment,
     )
     return TrainReply(state, len(data), norm)
 
 
-def make_client_app(defaults: ClientSettings | None = None) -> ClientApp:
-    """A ClientApp whose nodes fall back to ``defaults`` for settings node_config/run_config do not give."""
+Trainer = Callable[[NodeSettings, TrainRequest], TrainReply]
+
+
+def make_client_app(defaults: ClientSettings | None = None, trainer: Trainer | None = None) -> ClientApp:
+    """A ClientApp whose nodes fall back to ``defaults`` for settings node_config/run_config do not give.
+
+    ``trainer`` answers ``train`` before Flower's clipping mod (default ``answer_train``: torch fine-tuning).
+    """
     settings_default = defaults or ClientSettings()
+    train_answer = trainer or answer_train
     client_app = ClientApp()
 
     def handle(msg: Message, context: Context, decode: Any, answer: Any, encode: Any) -> Message:
@@ -382,9 +401,9 @@ def make_client_app(defaults: ClientSettings | None = None) -> ClientApp:
     def score(msg: Message, context: Context) -> Message:
         return handle(msg, context, decode_score_request, answer_score, encode_score_reply)
 
-    @client_app.train()
+    @client_app.train(mods=[fixedclipping_mod])
     def train(msg: Message, context: Context) -> Message:
-        return handle(msg, context, decode_train_request, answer_train, encode_train_reply)
+        return handle(msg, context, decode_train_request, train_answer, encode_train_reply)
 
     return client_app
 

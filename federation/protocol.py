@@ -4,7 +4,11 @@ One round (see ``federation.server``): the server sends ``query.propose`` (space
 top-K, the current public global fronts, the accuracy source); each client answers with its top-K
 architectures and their local scores. The server forms the candidate pool and sends
 ``query.score``; each client answers with one score in [0, 1] per candidate. ``train`` messages
-carry supernet weights (FedNAS-style weight rounds).
+carry supernet weights (FedNAS-style weight rounds) in the shape Flower's ``FedAvg`` and its
+``DifferentialPrivacyClientSideFixedClipping`` wrapper expect: the request one ArrayRecord (the
+state's floating arrays, ``float_arrays``) + one ConfigRecord holding the clip under Flower's own
+key ``CLIPPING_NORM`` (what ``fixedclipping_mod`` reads on the client); the reply one ArrayRecord
+(same keys, same order) + one MetricRecord with ``num-examples``.
 
 Flower records hold flat values only (MetricRecord: numbers and lists of numbers; ConfigRecord
 also strings, bytes and booleans), so nested data — the space configuration, integer encodings,
@@ -27,13 +31,19 @@ from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from search.space.base import SpaceError
 from search.space.mobilenetv3 import MobileNetV3Config, MobileNetV3Space
 
 __all__ = [
     "ACCURACY_SOURCES",
+    "ARRAYS",
+    "CLIPPING_NORM",
+    "CONFIG",
     "DP_MODES",
+    "METRICS",
+    "NUM_EXAMPLES",
     "PROPOSE",
     "SCORE",
     "TRAIN",
@@ -60,6 +70,7 @@ __all__ = [
     "encode_space",
     "encode_train_reply",
     "encode_train_request",
+    "float_arrays",
 ]
 
 PROPOSE = "query.propose"
@@ -72,6 +83,9 @@ CONFIG = "config"
 METRICS = "metrics"
 ARRAYS = "arrays"
 NUM_EXAMPLES = "num-examples"
+# The key Flower's DifferentialPrivacyClientSideFixedClipping writes the clip under and
+# fixedclipping_mod reads it from: one source for both sides.
+CLIPPING_NORM = KEY_CLIPPING_NORM
 
 
 class ProtocolError(ValueError):
@@ -140,7 +154,11 @@ class ScoreReply:
 
 @dataclass(frozen=True)
 class TrainRequest:
-    """``train``: fine-tune the shared supernet for ``steps`` steps; clip the update to ``clip`` (L2)."""
+    """``train``: fine-tune the shared supernet for ``steps`` steps; the update is clipped to ``clip`` (L2).
+
+    ``arrays`` are what is federated: the state's floating arrays (``float_arrays``). ``clip`` is
+    ∞ with DP off (Flower's clipping mod then leaves the update as it is).
+    """
 
     space: MobileNetV3Config
     round: int
@@ -148,7 +166,7 @@ class TrainRequest:
     alignment: int = 8
     steps: int = 5
     lr: float = 0.01
-    clip: float = 0.0  # 0: no clipping (DP off)
+    clip: float = math.inf  # inf: no clipping (DP off)
     seed: int = 0
 
 
@@ -430,6 +448,16 @@ def decode_score_reply(
 
 
 # ---- train -------------------------------------------------------------------------------------
+def float_arrays(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The floating arrays of ``state``, in its order: what a weight round trains, clips, averages and noises.
+
+    Integer buffers (BatchNorm's ``num_batches_tracked``) stay out: Flower's clipping would count
+    their step increments in the update norm (and cannot scale 0-d integers), and its noise would
+    be rounded into them; they are bookkeeping the server keeps, not learned weights.
+    """
+    return {k: v for k, v in state.items() if np.issubdtype(np.asarray(v).dtype, np.floating)}
+
+
 def _arrays(state: Mapping[str, np.ndarray]) -> ArrayRecord:
     # np.array, not np.ascontiguousarray: the latter turns 0-d arrays (BatchNorm counters) into 1-d.
     return ArrayRecord(array_dict={k: Array(np.array(v, order="C")) for k, v in state.items()})
@@ -446,7 +474,7 @@ def _state(rec: ArrayRecord, node: int | str | None) -> dict[str, np.ndarray]:
 
 
 def encode_train_request(req: TrainRequest) -> RecordDict:
-    """The RecordDict of a ``train`` message (arrays + config)."""
+    """The RecordDict of a ``train`` message: one ArrayRecord (``req.arrays``) + one ConfigRecord (with the clip)."""
     return RecordDict(
         {
             ARRAYS: _arrays(req.arrays),
@@ -457,7 +485,7 @@ def encode_train_request(req: TrainRequest) -> RecordDict:
                     "round": int(req.round),
                     "steps": int(req.steps),
                     "lr": float(req.lr),
-                    "clip": float(req.clip),
+                    CLIPPING_NORM: float(req.clip),
                     "seed": int(req.seed),
                 }
             ),
@@ -475,9 +503,16 @@ def decode_train_request(content: RecordDict, node: int | str | None = None) -> 
         alignment=_int(cfg, "alignment", node, 1),
         steps=_int(cfg, "steps", node, 1),
         lr=_float(cfg, "lr", node, 0.0),
-        clip=_float(cfg, "clip", node, 0.0),
+        clip=_clip(cfg, node),
         seed=_int(cfg, "seed", node),
     )
+
+
+def _clip(cfg: Mapping[str, Any], node: int | str | None) -> float:
+    value = float(_get(cfg, CLIPPING_NORM, node, (int, float), "a number"))
+    if math.isnan(value) or value <= 0:
+        raise ProtocolError(f"{_who(node)}: field {CLIPPING_NORM!r}: need a number > 0 (inf: no clipping), got {value}")
+    return value
 
 
 def encode_train_reply(reply: TrainReply) -> RecordDict:

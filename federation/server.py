@@ -24,8 +24,16 @@ One round (the agreed protocol, see ``federation.protocol``):
    per-round score σ with ``budget_ramp``); before a round the server asks ``would_exceed`` and
    stops cleanly when the next round would pass the budget.
 
+Weight rounds (``weight_rounds``, FedNAS-style, after the round's scores) are one Flower ``FedAvg``
+round wrapped in Flower's ``DifferentialPrivacyClientSideFixedClipping`` (``dp_fedavg_round``):
+the wrapper's ``configure_train`` builds the ``train`` messages (it writes the clip into their
+config for the clients' ``fixedclipping_mod``), our ``send`` carries them, and its
+``aggregate_train`` averages the clipped replies and adds N(0, (σ·clip/n)²). The release is
+charged to the same ledger, at the wrapper's σ and sampling rate (asked / available nodes).
+
 ``send(message_type, requests, timeout) -> {node: reply | Failure}`` is the only link to the
 transport: ``federation.server_app`` implements it on a Flower Grid, tests with a plain function.
+Requests are our protocol values, except ``train`` requests: the RecordDict Flower's strategy built.
 A round proceeds when at least ``quorum`` of the asked nodes answer a phase, and is skipped (and
 says so) otherwise. The server's state (round, fronts, reliability, ledger) is written after every
 round to ``state.json`` so an interrupted run resumes where it stopped.
@@ -43,12 +51,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from flwr.app import Message, MetricRecord, RecordDict
 
 from federation.accounting import PrivacyLedger
 from federation.aggregate import ClientScores, aggregate_scores, report_weights, score_matrix, tier_fronts
 from federation.dp import (
     DPConfig,
-    as_noise_source,
     charged_noise_multiplier,
     noise_rng,
     private_set_union,
@@ -61,6 +69,9 @@ from federation.dp import (
 )
 from federation.protocol import (
     ACCURACY_SOURCES,
+    ARRAYS,
+    CONFIG,
+    METRICS,
     PROPOSE,
     SCORE,
     TRAIN,
@@ -70,6 +81,9 @@ from federation.protocol import (
     ScoreRequest,
     TrainReply,
     TrainRequest,
+    encode_train_reply,
+    encode_train_request,
+    float_arrays,
 )
 from runtime.fileio import load_json, write_text_atomic
 from runtime.hardware import load_device
@@ -79,6 +93,7 @@ from search.strategies.nsga2 import fresh_rows
 
 __all__ = [
     "STATE_FILE",
+    "UNIFORM_WEIGHT",
     "Failure",
     "FederatedSearch",
     "FederationConfig",
@@ -87,8 +102,10 @@ __all__ = [
     "RoundResult",
     "ScoredRound",
     "Send",
+    "WeightRound",
     "accumulate",
-    "average_states",
+    "dp_fedavg_round",
+    "fixed_clipping_fedavg",
     "plan_noise",
     "pool_sizes",
     "releases_per_round",
@@ -115,7 +132,7 @@ class Failure:
     reason: str
 
 
-Request = ProposeRequest | ScoreRequest | TrainRequest
+Request = ProposeRequest | ScoreRequest | RecordDict  # train: the content Flower's configure_train built
 Reply = ProposeReply | ScoreReply | TrainReply
 Send = Callable[[str, Mapping[int, Request], "float | None"], Mapping[int, "Reply | Failure"]]
 
@@ -423,27 +440,30 @@ class FederatedSearch:
         """σ of the last planned score release (0 before the plan is fixed or with DP off); see ``plan``."""
         return float(self.plan.score_sigmas[-1]) if self.plan is not None else 0.0
 
-    def _round_charges(self, round_: int) -> list[tuple[float, str]]:
-        """(noise multiplier, label) of every Gaussian release round ``round_`` makes, in order."""
+    def _round_charges(self, round_: int, weight_rate: float = 1.0) -> list[tuple[float, float, str]]:
+        """(noise multiplier, sampling rate, label) of every Gaussian release round ``round_`` makes, in order.
+
+        ``weight_rate``: the weight round's sampling rate (the nodes it may ask / the available ones).
+        """
         dp, plan = self.config.dp, self.plan
         if dp.mode == "off" or plan is None:
             return []
         charges = []
         if plan.union:
-            charges.append((plan.union_sigma, f"round {round_}: set union"))
-        charges.append((plan.charged_score_sigma(dp, round_), f"round {round_}: scores"))
-        if round_ in self.config.weight_rounds:
-            charges.append((plan.weight_sigma, f"round {round_}: supernet weights"))
+            charges.append((plan.union_sigma, 1.0, f"round {round_}: set union"))
+        charges.append((plan.charged_score_sigma(dp, round_), 1.0, f"round {round_}: scores"))
+        if round_ in self.config.weight_rounds and self.supernet_state is not None:
+            charges.append((plan.weight_sigma, weight_rate, f"round {round_}: supernet weights"))
         return charges
 
-    def _would_exceed(self, round_: int) -> bool:
-        charges = self._round_charges(round_)
+    def _would_exceed(self, round_: int, weight_rate: float = 1.0) -> bool:
+        charges = self._round_charges(round_, weight_rate)
         if not charges or self.ledger.max_epsilon is None:
             return False
         projected = PrivacyLedger.from_json(self.ledger.to_json())
         projected.max_epsilon = None
-        for nm, label in charges:
-            projected.charge(nm, label=label)
+        for nm, rate, label in charges:
+            projected.charge(nm, sampling_rate=rate, label=label)
         # Calibration keeps ε(σ) at or just under the budget; allow float noise in the composition.
         return projected.epsilon > self.ledger.max_epsilon * (1 + 1e-9)
 
@@ -493,10 +513,12 @@ class FederatedSearch:
         if self.stopped or r > cfg.rounds:
             raise FederationConfigError(f"run_round: the search is finished (round {self.round} of {cfg.rounds})")
         nodes = self._sample(node_ids)
+        available = max(len(set(node_ids)), len(nodes))
         if self.plan is None:
             # Fixed once, before the first release, from public facts only (the number asked, K, ε, δ).
             self.plan = plan_noise(cfg, len(nodes))
-        if self._would_exceed(r):
+        # A weight round asks at most this round's sampled nodes: its charge is at most this rate.
+        if self._would_exceed(r, len(nodes) / available):
             self.stopped = True
             result = RoundResult(
                 r, "stopped", (), {}, epsilon=self.epsilon, delta=self._delta(),
@@ -621,7 +643,7 @@ class FederatedSearch:
         self.best = chosen
         train_info = None
         if r in cfg.weight_rounds and self.supernet_state is not None:
-            train_info = self.weight_round(send, list(scored), r)
+            train_info = self.weight_round(send, list(scored), r, available)
         result = RoundResult(
             r, "ok", tuple(nodes), failures, pool_size=len(pool), proposed=len(distinct),
             union_size=len(union) if dp.mode == "off" or plan.union else -1,
@@ -721,28 +743,34 @@ class FederatedSearch:
         return result
 
     # ---- weight rounds ---------------------------------------------------------------------
-    def weight_round(self, send: Send, nodes: list[int], r: int) -> dict[str, Any]:
-        """One FedAvg round over the supernet state, clients clip their update, the server adds noise."""
+    def weight_round(self, send: Send, nodes: list[int], r: int, available: int | None = None) -> dict[str, Any]:
+        """One DP FedAvg round of the supernet's weights (``dp_fedavg_round``), charged to the ledger; returns its info.
+
+        With DP on: clip ``dp.clip``, σ the plan's ``weight_sigma``, charged at sampling rate
+        len(nodes) / ``available`` (the nodes available this round; default: just ``nodes``)
+        right before the release. With DP off: plain FedAvg (unweighted), no clipping, no noise.
+        """
         assert self.supernet_state is not None  # checked by the caller
         dp, cfg = self.config.dp, self.config
-        clip = dp.clip if dp.mode != "off" else 0.0
-        req = TrainRequest(
-            cfg.space, r, self.supernet_state, steps=cfg.train_steps, lr=cfg.train_lr, clip=clip, seed=cfg.seed
-        )
-        replies = send(TRAIN, {n: req for n in nodes}, cfg.timeout_s)
-        good = [rep for rep in replies.values() if isinstance(rep, TrainReply)]
-        if len(good) < self._quorum(len(nodes)):
-            return {"status": "skipped", "answered": len(good), "asked": len(nodes)}
-        sigma = self.plan.weight_sigma if self.plan is not None and dp.mode != "off" else 0.0
-        if dp.mode != "off":
-            self.ledger.charge(sigma, label=f"round {r}: supernet weights")
-        self.supernet_state = average_states(self.supernet_state, [g.arrays for g in good], clip, sigma, self.noise)
-        return {
-            "status": "ok",
-            "answered": len(good),
-            "asked": len(nodes),
-            "mean_update_norm": float(np.mean([g.update_norm for g in good])),
-        }
+        private = dp.mode != "off"
+        sigma = self.plan.weight_sigma if private and self.plan is not None else 0.0
+        clip = float(dp.clip) if private else math.inf
+        rate = len(nodes) / max(available or len(nodes), len(nodes), 1)
+        req = TrainRequest(cfg.space, r, float_arrays(self.supernet_state), steps=cfg.train_steps, lr=cfg.train_lr,
+                           clip=clip, seed=cfg.seed)
+
+        def charge(answered: int) -> None:
+            if private:
+                self.ledger.charge(sigma, sampling_rate=rate, label=f"round {r}: supernet weights")
+
+        out = dp_fedavg_round(send, nodes, req, sigma, cfg.timeout_s, self._quorum(len(nodes)), charge)
+        if out.state is not None:
+            self.supernet_state = {k: out.state.get(k, v) for k, v in self.supernet_state.items()}
+        info = {"status": out.status, "answered": out.answered, "asked": len(nodes), "failures": dict(out.failures)}
+        if out.status == "ok":
+            info.update(mean_update_norm=out.mean_update_norm, noise_std=out.noise_std,
+                        noise_multiplier=sigma, clip=clip if math.isfinite(clip) else None, sampling_rate=rate)
+        return info
 
     # ---- the whole run ---------------------------------------------------------------------
     def run(
@@ -908,29 +936,112 @@ def accumulate(
     return out
 
 
-def average_states(
-    reference: Mapping[str, np.ndarray],
-    states: Sequence[Mapping[str, np.ndarray]],
-    clip: float,
-    noise_multiplier: float,
-    rng: Any,
-) -> dict[str, np.ndarray]:
-    """The unweighted mean of client states, float arrays noised with N(0, (σ·clip/n)²) (Flower's fixed clipping).
+UNIFORM_WEIGHT = "dp-uniform-weight"
 
-    Unweighted as in Flower's ``DifferentialPrivacyClientSideFixedClipping``: with a per-client
-    clip C the mean's sensitivity is C/n only when every client counts equally.
+
+class _Nodes:
+    """The part of a Flower ``Grid`` a strategy's ``configure_train`` reads: the nodes to sample from (ours)."""
+
+    def __init__(self, nodes: Sequence[int]) -> None:
+        self._nodes = [int(n) for n in nodes]
+
+    def get_node_ids(self) -> list[int]:
+        """The node ids the round was given."""
+        return list(self._nodes)
+
+
+def fixed_clipping_fedavg(noise_multiplier: float, clip: float, clients: int) -> Any:
+    """Flower's ``FedAvg`` (unweighted) in ``DifferentialPrivacyClientSideFixedClipping``; plain FedAvg for clip ∞.
+
+    FedAvg asks every node it is given (our server samples) and weighs replies by
+    ``UNIFORM_WEIGHT``, which the server sets to 1 on every reply: with a per-client clip C the
+    mean's sensitivity is C/n only when every client counts equally (Flower's own accounted mode
+    insists on equal weights too). The wrapper has no accountant: the release is charged to our
+    ``PrivacyLedger`` (its Poisson accounting takes our sampling rate; the wrapper's only accepts
+    no amplification).
     """
-    n = len(states)
-    src = as_noise_source(rng)
-    out: dict[str, np.ndarray] = {}
-    std = noise_multiplier * clip / n if n and clip > 0 else 0.0
-    for key, ref in reference.items():
-        ref = np.asarray(ref)
-        if np.issubdtype(ref.dtype, np.floating):
-            mean = np.mean([np.asarray(s[key], dtype=np.float64) for s in states], axis=0)
-            if std > 0:
-                mean = mean + src.normal(std, ref.shape)
-            out[key] = mean.astype(ref.dtype)
-        else:
-            out[key] = np.asarray(states[0][key]).copy()
-    return out
+    from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
+
+    n = max(int(clients), 1)
+    fedavg = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n,
+                    weighted_by_key=UNIFORM_WEIGHT, arrayrecord_key=ARRAYS, configrecord_key=CONFIG)
+    if math.isinf(clip):
+        return fedavg
+    return DifferentialPrivacyClientSideFixedClipping(fedavg, float(noise_multiplier), float(clip), n)
+
+
+@dataclass(frozen=True)
+class WeightRound:
+    """What one ``dp_fedavg_round`` did: the new (noised) floating arrays or None when skipped, and its figures."""
+
+    status: str  # "ok" or "skipped" (no quorum)
+    state: dict[str, np.ndarray] | None
+    answered: int
+    failures: Mapping[int, str]
+    mean_update_norm: float = 0.0
+    noise_std: float = 0.0
+
+
+def dp_fedavg_round(
+    send: Send,
+    nodes: Sequence[int],
+    request: TrainRequest,
+    noise_multiplier: float,
+    timeout: float | None,
+    quorum: int,
+    before_release: Callable[[int], None] | None = None,
+) -> WeightRound:
+    """One FedAvg round of ``request.arrays`` in Flower's client-side fixed-clipping DP wrapper; returns the result.
+
+    ``configure_train`` of ``fixed_clipping_fedavg(σ, request.clip, len(nodes))`` builds the
+    ``train`` messages (one ArrayRecord + one ConfigRecord with Flower's ``clipping_norm``);
+    ``send`` carries their contents; replies that fail, time out or come back with an update
+    larger than the clip (a client that skipped clipping would break the guarantee) are dropped.
+    With a quorum, ``before_release(answered)`` runs (charge the ledger there; raising stops the
+    release), the wrapper's noise is set for the clients that answered (std σ·clip/n), and its
+    ``aggregate_train`` returns the unweighted mean + N(0, (σ·clip/n)²) per coordinate. Flower
+    draws that noise from NumPy's global generator (``np.random.normal``), not a secure source.
+    """
+    arrays = float_arrays(request.arrays)
+    content = encode_train_request(replace(request, arrays=arrays))
+    strategy = fixed_clipping_fedavg(noise_multiplier, request.clip, len(nodes))
+    messages = list(strategy.configure_train(request.round, content[ARRAYS], content[CONFIG], _Nodes(nodes)))
+    by_node = {int(m.metadata.dst_node_id): m for m in messages}
+    replies = send(TRAIN, {n: m.content for n, m in by_node.items()}, timeout)
+    good: dict[int, TrainReply] = {}
+    failures: dict[int, str] = {}
+    for n in sorted(by_node):
+        rep = replies.get(n, Failure(n, "no reply (timeout)"))
+        if not isinstance(rep, TrainReply):
+            failures[n] = f"train: {rep.reason if isinstance(rep, Failure) else type(rep).__name__}"
+            continue
+        norm = _update_norm(rep.arrays, arrays)
+        if norm > request.clip * (1 + 1e-4) + 1e-7:
+            failures[n] = f"train: update norm {norm:.4g} exceeds the clip {request.clip:.4g} (not clipped)"
+            continue
+        good[n] = rep
+    if len(good) < quorum:
+        return WeightRound("skipped", None, len(good), failures)
+    if before_release is not None:
+        before_release(len(good))
+    std = 0.0
+    if hasattr(strategy, "num_sampled_clients"):
+        # The wrapper's noise is σ·clip/num_sampled_clients: calibrate it to the mean it noises.
+        strategy.num_sampled_clients = len(good)
+        std = float(noise_multiplier) * float(request.clip) / len(good)
+    answers = []
+    for n, rep in good.items():
+        reply = encode_train_reply(TrainReply({k: rep.arrays[k] for k in arrays}, rep.n_examples, rep.update_norm))
+        metrics = MetricRecord({**reply[METRICS], UNIFORM_WEIGHT: 1.0})
+        answers.append(Message(RecordDict({ARRAYS: reply[ARRAYS], METRICS: metrics}), reply_to=by_node[n]))
+    aggregated, _ = strategy.aggregate_train(request.round, answers)
+    if aggregated is None:  # pragma: no cover - only on replies Flower finds inconsistent, which we checked
+        return WeightRound("skipped", None, len(good), failures)
+    state = {k: np.asarray(a.numpy(), dtype=np.asarray(arrays[k]).dtype) for k, a in aggregated.items()}
+    norms = [rep.update_norm for rep in good.values()]
+    return WeightRound("ok", state, len(good), failures, float(np.mean(norms)), std)
+
+
+def _update_norm(new: Mapping[str, np.ndarray], old: Mapping[str, np.ndarray]) -> float:
+    return float(np.sqrt(sum(float(np.sum((np.asarray(new[k], np.float64) - np.asarray(v, np.float64)) ** 2))
+                             for k, v in old.items())))

@@ -9,7 +9,9 @@ simulation builds its own with ``make_server_app(config, out_dir, on_finish)``, 
 or fails after ``wait-s`` with a message saying how many it saw, then runs the rounds. The
 ``send`` it hands to ``FederatedSearch`` turns requests into Messages, waits with the configured
 timeout, and turns error replies, malformed replies and missing replies into ``Failure`` values —
-the round logic decides about quorum.
+the round logic decides about quorum. ``train`` requests arrive already as the RecordDict Flower's
+``DifferentialPrivacyClientSideFixedClipping`` built (``federation.server.dp_fedavg_round``) and go
+out as they are; their replies are checked against the arrays sent.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Message
+from flwr.app import Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from federation.protocol import (
@@ -31,13 +33,12 @@ from federation.protocol import (
     ProposeRequest,
     ProtocolError,
     ScoreRequest,
-    TrainRequest,
     decode_propose_reply,
     decode_score_reply,
     decode_train_reply,
+    decode_train_request,
     encode_propose_request,
     encode_score_request,
-    encode_train_request,
 )
 from federation.server import Failure, FederatedSearch, FederationConfig, FederationConfigError, Send
 from search.space.mobilenetv3 import MobileNetV3Config, MobileNetV3Space
@@ -136,16 +137,19 @@ def grid_send(grid: Grid, space: MobileNetV3Space) -> Send:
 
     def send(mtype: str, requests: Mapping[int, Any], timeout: float | None) -> dict[int, Any]:
         messages = []
+        sent_arrays: dict[int, Any] = {}  # train: the arrays sent, decoded once per (shared) RecordDict
         for node, req in requests.items():
             if isinstance(req, ProposeRequest):
-                content = encode_propose_request(req)
+                content, round_ = encode_propose_request(req), req.round
             elif isinstance(req, ScoreRequest):
-                content = encode_score_request(req)
-            elif isinstance(req, TrainRequest):
-                content = encode_train_request(req)
+                content, round_ = encode_score_request(req), req.round
+            elif isinstance(req, RecordDict):
+                if id(req) not in sent_arrays:
+                    sent_arrays[id(req)] = decode_train_request(req).arrays
+                content, round_ = req, req["config"]["round"]
             else:  # pragma: no cover - the round logic only builds the three
                 raise TypeError(f"unknown request {type(req).__name__}")
-            messages.append(Message(content, dst_node_id=int(node), message_type=mtype, group_id=str(req.round)))
+            messages.append(Message(content, dst_node_id=int(node), message_type=mtype, group_id=str(round_)))
         out: dict[int, Any] = {}
         for rep in grid.send_and_receive(messages, timeout=timeout):
             node = int(rep.metadata.src_node_id)
@@ -162,7 +166,7 @@ def grid_send(grid: Grid, space: MobileNetV3Space) -> Send:
                     local = req.dp_mode == "local"
                     out[node] = decode_score_reply(rep.content, req.reply_width, node, randomized=local)
                 elif mtype == TRAIN:
-                    out[node] = decode_train_reply(rep.content, req.arrays, node)
+                    out[node] = decode_train_reply(rep.content, sent_arrays[id(req)], node)
             except ProtocolError as exc:
                 out[node] = Failure(node, str(exc))
         for node in requests:

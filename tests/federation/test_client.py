@@ -127,8 +127,17 @@ def test_clip_update_bounds_the_update_norm() -> None:
     assert int(out["n"]) == 9 and out["w"].dtype == np.float32
     unclipped, _ = clip_update(new, old, clip=0.0)
     assert np.array_equal(unclipped["w"], new["w"]) and np.array_equal(unclipped["b"], new["b"])
+    assert np.array_equal(clip_update(new, old, clip=np.inf)[0]["w"], new["w"])
     small, norm = clip_update(new, old, clip=10.0)
     assert np.array_equal(small["b"], new["b"])
+    same, norm = clip_update(old, old, clip=1.0)  # a zero update: Flower's clipping would divide by 0
+    assert norm == 0.0 and np.array_equal(same["w"], old["w"])
+    # the same clipping as Flower's fixedclipping_mod applies (compute_clip_model_update)
+    from flwr.supercore.differential_privacy import compute_clip_model_update
+
+    params = [new["w"].copy(), new["b"].copy()]
+    compute_clip_model_update(params, [old["w"], old["b"]], 1.0)
+    assert np.allclose(out["w"], params[0]) and np.allclose(out["b"], params[1])
 
 
 @pytest.mark.slow
@@ -144,7 +153,12 @@ def test_fine_tune_and_supernet_accuracy_on_a_local_partition(space) -> None:
     state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
     data = load_mnist5k().take(np.arange(0, 5000, 50))  # 100 digits: a small device's partition
     new, norm = fine_tune(state, space, data, steps=2, lr=0.01, clip=0.5, seed=1)
-    assert set(new) == set(state) and all(new[k].shape == state[k].shape for k in state)
+    assert list(new) == list(state) and all(new[k].shape == state[k].shape for k in state)
+    # the federated form: only the floating arrays (BatchNorm counters stay with the server), same keys back
+    from federation.protocol import float_arrays
+
+    floats_only, norm2 = fine_tune(float_arrays(state), space, data, steps=2, lr=0.01, clip=0.0, seed=1)
+    assert list(floats_only) == list(float_arrays(state)) and norm2 > 0.5
     floats = [k for k in state if np.issubdtype(state[k].dtype, np.floating)]
     delta = np.sqrt(sum(float(np.sum((new[k].astype(float) - state[k]) ** 2)) for k in floats))
     assert norm > 0.5 and delta == pytest.approx(0.5, rel=1e-3)  # the update was clipped to 0.5

@@ -21,14 +21,21 @@ from federation.client_app import (
     node_settings,
 )
 from federation.protocol import (
+    CLIPPING_NORM,
     PROPOSE,
     SCORE,
+    TRAIN,
     ProposeRequest,
     ScoreRequest,
+    TrainReply,
+    TrainRequest,
     decode_propose_reply,
     decode_score_reply,
+    decode_train_reply,
     encode_propose_request,
     encode_score_request,
+    encode_train_request,
+    float_arrays,
 )
 from federation.server_app import config_from_run_config
 from runtime.telemetry import Signals, write_trace
@@ -172,3 +179,60 @@ def test_run_config_reading() -> None:
         config_from_run_config({"roundz": 2})
     with pytest.raises(FederationConfigError, match="key 'rounds': cannot read 'two'"):
         config_from_run_config({"rounds": "two"})
+
+
+def fedavg_shaped(reply: Message) -> None:
+    """What Flower's FedAvg.aggregate_train insists on: one ArrayRecord + one MetricRecord with num-examples."""
+    assert not reply.has_error(), reply.error if reply.has_error() else None
+    assert len(reply.content.array_records) == 1 and len(reply.content.metric_records) == 1
+    assert "num-examples" in next(iter(reply.content.metric_records.values()))
+
+
+def test_train_handler_clips_with_flowers_mod_and_replies_in_fedavg_shape() -> None:
+    state = {"w": np.zeros((4, 3), np.float32), "b": np.ones(5, np.float32)}
+    seen = []
+
+    def trainer(s, req: TrainRequest) -> TrainReply:  # an unclipped update of norm 10 (as answer_train returns)
+        seen.append(req)
+        upd = np.random.default_rng(0).normal(size=17)
+        upd *= 10.0 / np.linalg.norm(upd)
+        new = {"w": req.arrays["w"] + upd[:12].reshape(4, 3).astype(np.float32),
+               "b": req.arrays["b"] + upd[12:].astype(np.float32)}
+        return TrainReply(new, 40, 10.0)
+
+    app = make_client_app(ClientSettings(), trainer=trainer)
+    content = encode_train_request(TrainRequest(SMALL_SPACE, 1, state, clip=0.5))
+    reply = app(message(content, TRAIN), context(NODE))
+    fedavg_shaped(reply)
+    rep = decode_train_reply(reply.content, state, node=5)
+    delta = np.concatenate([(rep.arrays[k] - state[k]).ravel() for k in state])
+    assert np.linalg.norm(delta) == pytest.approx(0.5, rel=1e-5)  # clipped by fixedclipping_mod, not the trainer
+    assert rep.update_norm == pytest.approx(10.0) and rep.n_examples == 40
+    assert seen[0].clip == 0.5 and list(rep.arrays) == ["w", "b"]
+    # DP off: the server sends an infinite clip and the mod leaves the update alone
+    reply = app(message(encode_train_request(TrainRequest(SMALL_SPACE, 1, state)), TRAIN), context(NODE))
+    delta = np.concatenate([(decode_train_reply(reply.content, state).arrays[k] - state[k]).ravel() for k in state])
+    assert np.linalg.norm(delta) == pytest.approx(10.0, rel=1e-5)
+    # without Flower's clipping_norm the mod refuses the message (its own error reply)
+    bare = encode_train_request(TrainRequest(SMALL_SPACE, 1, state, clip=0.5))
+    del bare["config"][CLIPPING_NORM]
+    assert app(message(bare, TRAIN), context(NODE)).has_error()
+
+
+@pytest.mark.slow
+def test_train_handler_fine_tunes_the_supernet_and_clips(space) -> None:
+    import torch
+
+    from search.supernet.model import MobileNetV3Supernet
+
+    torch.manual_seed(0)
+    full = {k: v.detach().numpy().copy() for k, v in MobileNetV3Supernet(space, 8).state_dict().items()}
+    state = float_arrays(full)
+    app = make_client_app(ClientSettings())
+    req = TrainRequest(SMALL_SPACE, 1, state, steps=1, lr=0.05, clip=0.05, seed=2)
+    reply = app(message(encode_train_request(req), TRAIN), context(NODE))
+    fedavg_shaped(reply)
+    rep = decode_train_reply(reply.content, state, node=5)
+    delta = np.sqrt(sum(float(np.sum((rep.arrays[k].astype(float) - state[k]) ** 2)) for k in state))
+    assert rep.update_norm > 0.05 and delta == pytest.approx(0.05, rel=1e-3)
+    assert rep.n_examples == len(local_data(node_settings(context(NODE), ClientSettings())))

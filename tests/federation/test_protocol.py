@@ -9,6 +9,7 @@ import pytest
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 
 from federation.protocol import (
+    CLIPPING_NORM,
     PROPOSE,
     SCORE,
     TRAIN,
@@ -35,6 +36,7 @@ from federation.protocol import (
     encode_space,
     encode_train_reply,
     encode_train_request,
+    float_arrays,
 )
 from search.space.mobilenetv3 import MobileNetV3Config, MobileNetV3Space
 from tests.federation.conftest import SMALL_SPACE
@@ -154,8 +156,18 @@ def test_score_request_and_reply(space: MobileNetV3Space) -> None:
 def test_train_round_trip_and_shape_check() -> None:
     state = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "bn.num_batches": np.array(3, dtype=np.int64)}
     req = TrainRequest(SMALL_SPACE, 2, state, steps=3, lr=0.01, clip=0.5, seed=4)
-    back = decode_train_request(encode_train_request(req))
+    content = encode_train_request(req)
+    # the clip travels under the key Flower's DP wrapper writes and its fixedclipping_mod reads
+    assert CLIPPING_NORM == "clipping_norm" and content["config"][CLIPPING_NORM] == 0.5
+    assert len(content.array_records) == 1 and len(content.config_records) == 1  # what fixedclipping_mod needs
+    back = decode_train_request(content)
     assert back.space == SMALL_SPACE and back.steps == 3 and back.clip == 0.5
+    assert decode_train_request(encode_train_request(TrainRequest(SMALL_SPACE, 1, state))).clip == np.inf
+    bad = encode_train_request(req)
+    bad["config"][CLIPPING_NORM] = 0.0
+    with pytest.raises(ProtocolError, match="node 4: field 'clipping_norm': need a number > 0"):
+        decode_train_request(bad, node=4)
+    assert list(float_arrays(state)) == ["a.weight"]  # integer BatchNorm counters are not federated
     assert np.array_equal(back.arrays["a.weight"], state["a.weight"])
     assert int(back.arrays["bn.num_batches"]) == 3
 

@@ -13,15 +13,24 @@ import pytest
 
 from federation.accounting import PrivacyLedger
 from federation.aggregate import ClientScores, centralised_choice
-from federation.client import local_search, score_candidates
+from federation.client import clip_update, local_search, score_candidates
 from federation.dp import DPConfig, calibrate_noise_multiplier, rdp_delta
-from federation.protocol import PROPOSE, SCORE, TRAIN, ProposeReply, ScoreReply, TrainReply
+from federation.protocol import (
+    PROPOSE,
+    SCORE,
+    TRAIN,
+    ProposeReply,
+    ScoreReply,
+    TrainReply,
+    TrainRequest,
+    decode_train_request,
+)
 from federation.server import (
     Failure,
     FederatedSearch,
     FederationConfig,
     FederationConfigError,
-    average_states,
+    dp_fedavg_round,
     plan_noise,
     pool_sizes,
     releases_per_round,
@@ -45,6 +54,8 @@ class Fleet:
         self.silent: set[int] = set()  # never reply: a timeout
         self.calls: list[tuple[str, list[int]]] = []
         self.scores: dict[int, np.ndarray] = {}
+        self.train_requests: list[TrainRequest] = []
+        self.unclipped: set[int] = set()  # skip clipping: a client breaking the DP contract
 
     def send(self, mtype: str, requests: Mapping[int, Any], timeout: float | None) -> dict[int, Any]:
         self.calls.append((mtype, sorted(requests)))
@@ -66,10 +77,30 @@ class Fleet:
                 s = score_candidates(req.pool, acc, self.tables[tier], self.deadlines[tier])
                 self.scores[node] = s
                 out[node] = ScoreReply(s, self.size[node], tier)
-            elif mtype == TRAIN:
-                new = {k: v + 1.0 for k, v in req.arrays.items()}
-                out[node] = TrainReply(new, self.size[node], 1.0)
+            elif mtype == TRAIN:  # the client side of Flower's fixed clipping (what fixedclipping_mod does)
+                treq = decode_train_request(req, node=node)
+                self.train_requests.append(treq)
+                update = self.update(node, treq.arrays)
+                new = {k: v + update[k] for k, v in treq.arrays.items()}
+                clipped, norm = clip_update(new, treq.arrays, 0.0 if node in self.unclipped else treq.clip)
+                out[node] = TrainReply(clipped, self.size[node], norm)
         return out
+
+    def update(self, node: int, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A client's (deterministic) local update: a different direction and size per node."""
+        rng = np.random.default_rng(node)
+        return {k: (rng.normal(0.0, 1.0, np.shape(v)) * (node - 99)).astype(np.asarray(v).dtype)
+                for k, v in arrays.items()}
+
+
+@pytest.fixture
+def server_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a ServerApp run sets before any Message is built (FedAvg's configure_train builds them)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
 
 
 def config(**kw: Any) -> FederationConfig:
@@ -224,21 +255,77 @@ def test_state_resumes_where_it_stopped(fleet: Fleet, tmp_path: Path) -> None:
         FederatedSearch(config(rounds=4, dp=dp), out_dir=tmp_path, resume=True)
 
 
-def test_weight_round_averages_and_noises(fleet: Fleet) -> None:
+def test_weight_round_noise_off_is_the_unweighted_mean_of_the_clipped_updates(fleet: Fleet, server_task) -> None:
+    state = {"w": np.zeros((3, 2), np.float32), "b": np.ones(4, np.float32), "n": np.array(1, np.int64)}
+    nodes = fleet.nodes[:5]
+    req = TrainRequest(SMALL_SPACE, 1, state, steps=2, lr=0.1, clip=2.0, seed=0)
+    out = dp_fedavg_round(fleet.send, nodes, req, 0.0, None, quorum=3)
+    assert out.status == "ok" and out.answered == 5 and out.noise_std == 0.0
+    # what was sent: only the floating arrays, with Flower's clipping_norm (the wrapper's) in the config
+    sent = fleet.train_requests[-1]
+    assert list(sent.arrays) == ["w", "b"] and sent.clip == 2.0 and sent.round == 1
+    clipped = []
+    for n in nodes:  # each client's update clipped to 2, then averaged with equal weights
+        upd = fleet.update(n, {"w": state["w"], "b": state["b"]})
+        norm = np.sqrt(sum(float(np.sum(v.astype(float) ** 2)) for v in upd.values()))
+        clipped.append({k: v * min(1.0, 2.0 / norm) for k, v in upd.items()})
+    assert min(np.sqrt(sum(float(np.sum(v ** 2)) for v in c.values())) for c in clipped) < 2.0  # some not clipped
+    for k in ("w", "b"):
+        mean = state[k] + np.mean([c[k] for c in clipped], axis=0)
+        assert np.allclose(out.state[k], mean, atol=1e-5) and out.state[k].dtype == np.float32
+    # not the data-size-weighted mean (the sizes differ)
+    weighted = state["w"] + np.average([c["w"] for c in clipped], axis=0, weights=[fleet.size[n] for n in nodes])
+    assert not np.allclose(out.state["w"], weighted, atol=1e-4)
+    # a client that does not clip is dropped, not averaged
+    fleet.unclipped = {nodes[0]}
+    out = dp_fedavg_round(fleet.send, nodes, req, 0.0, None, quorum=3)
+    assert out.answered == 4 and "exceeds the clip" in out.failures[nodes[0]]
+
+
+def test_weight_round_noise_std_is_sigma_clip_over_n(fleet: Fleet, server_task) -> None:
+    state = {"w": np.zeros((200, 50), np.float32)}
+    fleet.update = lambda node, arrays: {"w": np.full((200, 50), 0.01, np.float32)}  # type: ignore[method-assign]
+    nodes = fleet.nodes[:8]
+    fleet.down[TRAIN] = {nodes[-1]}  # 7 answer: the noise is calibrated to the 7 averaged
+    req = TrainRequest(SMALL_SPACE, 1, state, clip=2.0)
+    np.random.seed(3)  # Flower's wrapper draws its noise from NumPy's global generator
+    out = dp_fedavg_round(fleet.send, nodes, req, 5.0, None, quorum=4)
+    assert out.answered == 7 and out.noise_std == pytest.approx(5.0 * 2.0 / 7)
+    noise = out.state["w"].astype(float) - 0.01
+    assert abs(noise.mean()) < 4 * out.noise_std / 100  # 10,000 draws
+    assert noise.std() == pytest.approx(5.0 * 2.0 / 7, rel=0.03)
+
+
+def test_weight_round_runs_in_the_search_and_is_charged_to_the_ledger(fleet: Fleet, server_task) -> None:
     state = {"w": np.zeros((3, 2), np.float32), "n": np.array(1, np.int64)}
+    # DP off: plain FedAvg, unclipped, the exact unweighted mean of the clients' states
     search = FederatedSearch(config(rounds=1, weight_rounds=(1,)))
     search.supernet_state = state
     result = search.run_round(fleet.send, fleet.nodes)
     assert result.train["status"] == "ok" and result.train["answered"] == len(fleet.nodes)
-    assert np.allclose(search.supernet_state["w"], 1.0)  # DP off: the exact mean of the clients' states
-    # noised mean: std σ·clip/n on each coordinate
-    rng = np.random.default_rng(0)
-    states = [{"w": np.full((200, 50), 1.0)} for _ in range(10)]
-    avg = average_states({"w": np.zeros((200, 50))}, states, clip=2.0, noise_multiplier=5.0,
-                         rng=np.random.default_rng(1))
-    assert np.mean(avg["w"]) == pytest.approx(1.0, abs=0.05)
-    assert np.std(avg["w"]) == pytest.approx(5.0 * 2.0 / 10, rel=0.05)
-    del rng
+    upd = np.mean([fleet.update(n, {"w": state["w"]})["w"] for n in fleet.nodes], axis=0)
+    assert np.allclose(search.supernet_state["w"], upd, atol=1e-5)
+    assert search.supernet_state["n"] == 1 and fleet.train_requests[-1].clip == np.inf
+    # central DP, half the fleet asked: charged at the plan's weight σ and sampling rate asked / available
+    dp = DPConfig(mode="central", epsilon=1.0, clip=0.5, seed=1)
+    search = FederatedSearch(config(rounds=2, dp=dp, fraction=0.5, weight_rounds=(2,)), rng_seed=1)
+    search.supernet_state = state
+    summary = search.run(fleet.send, lambda: fleet.nodes)
+    assert [r["status"] for r in summary["rounds"]] == ["ok", "ok"]
+    train = search.history[-1].train
+    charge = next(h for h in search.ledger.history if h["label"] == "round 2: supernet weights")
+    asked = len(search.history[-1].asked)
+    assert train["asked"] == asked and train["sampling_rate"] == pytest.approx(asked / len(fleet.nodes))
+    assert search.plan.weight_sigma > 0 and charge["noise_multiplier"] == pytest.approx(search.plan.weight_sigma)
+    assert charge["sampling_rate"] == pytest.approx(asked / len(fleet.nodes), abs=1e-6)
+    assert train["noise_std"] == pytest.approx(search.plan.weight_sigma * 0.5 / train["answered"])
+    assert fleet.train_requests[-1].clip == 0.5
+    # the run, weight round included, stays within the budget; the plan reserved it at rate 1
+    assert 0 < summary["dp"]["epsilon_spent"] <= 1.0 + 1e-9
+    full = PrivacyLedger.from_json(search.ledger.to_json())
+    full.max_epsilon = None
+    full.charge(search.plan.weight_sigma, label="the same weight round, unsampled")
+    assert summary["dp"]["epsilon_spent"] < full.epsilon
 
 
 def test_sampling_fraction_asks_a_subset(fleet: Fleet) -> None:
