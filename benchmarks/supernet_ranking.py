@@ -161,6 +161,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=4, help="stand-alone training epochs per subnet")
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="stand-alone optimizer [adam]")
+    parser.add_argument(
+        "--standalone-seeds",
+        type=int,
+        default=1,
+        help="stand-alone trainings per subnet, averaged (reference noise) [1]",
+    )
+    parser.add_argument(
+        "--eval-split",
+        choices=("val", "val+test"),
+        default="val",
+        help="images both accuracies are measured on; val+test doubles them (less sampling noise) [val]",
+    )
+    parser.add_argument(
+        "--recalibration-images", type=int, default=0, help="BN recalibration images [the config's eval.bn_images]"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budgets, rough numbers")
@@ -172,12 +187,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     net, cfg, supernet_info = get_supernet(args)
     space = net.space
-    train, val = load_splits(cfg)[:2]
+    parts = load_splits(cfg)
+    train, val = parts[0], parts[1]
+    if args.eval_split == "val+test":
+        if len(parts) < 3:
+            parser.error("--eval-split val+test: the supernet's config has no test split")
+        val = dataclasses.replace(val, x=np.concatenate([val.x, parts[2].x]), y=np.concatenate([val.y, parts[2].y]))
+    if args.standalone_seeds < 1:
+        parser.error("--standalone-seeds: need at least 1")
     epochs = 1 if args.quick else args.epochs
     max_batches = 40 if args.quick else None
 
     codes, macs = pick_subnets(space, cfg.alignment, args.n_subnets, args.seed)
-    evaluator = SupernetEvaluator(net, space, train, val, recalibration_images=cfg.eval.bn_images, seed=args.seed)
+    evaluator = SupernetEvaluator(
+        net, space, train, val, recalibration_images=args.recalibration_images or cfg.eval.bn_images, seed=args.seed
+    )
     t0 = time.perf_counter()
     inherited = evaluator(codes)["accuracy"]
     inherited_seconds = time.perf_counter() - t0
@@ -188,10 +212,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for i, (code, mac) in enumerate(zip(codes, macs, strict=True)):
         arch = space.decode(code)
         t1 = time.perf_counter()
-        sub = fresh_subnet(space, cfg.alignment, arch, args.seed + 1000 + i)
-        standalone[i] = train_standalone(
-            sub, arch, train, val, epochs, args.lr, cfg.data.batch_size, args.seed, max_batches, args.optimizer
-        )
+        runs = []
+        for rep in range(args.standalone_seeds):
+            sub = fresh_subnet(space, cfg.alignment, arch, args.seed + 1000 + i + 100_000 * rep)
+            runs.append(
+                train_standalone(
+                    sub,
+                    arch,
+                    train,
+                    val,
+                    epochs,
+                    args.lr,
+                    cfg.data.batch_size,
+                    args.seed + rep,
+                    max_batches,
+                    args.optimizer,
+                )
+            )
+        standalone[i] = float(np.mean(runs))
         seconds = time.perf_counter() - t1
         standalone_seconds.append(seconds)
         rows.append(
@@ -201,6 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "macs": int(mac),
                 "supernet_accuracy": float(inherited[i]),
                 "standalone_accuracy": float(standalone[i]),
+                "standalone_runs": [float(r) for r in runs],
                 "standalone_seconds": round(seconds, 2),
             }
         )
@@ -221,10 +260,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "goal_met": bool(tau >= GOAL_TAU),
         "n_subnets": len(codes),
         "quick": bool(args.quick),
-        "dataset": {"name": cfg.data.dataset, "train": len(train), "val": len(val)},
+        "dataset": {"name": cfg.data.dataset, "train": len(train), "eval": len(val), "eval_split": args.eval_split},
         "supernet": supernet_info,
         "standalone_training": {
             "epochs": epochs,
+            "seeds_averaged": args.standalone_seeds,
             "max_batches_per_epoch": max_batches,
             "lr": args.lr,
             "batch_size": cfg.data.batch_size,
