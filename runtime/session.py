@@ -68,7 +68,7 @@ def replay_session(
         clock=clock,
         listeners=[listener] if listener else (),
     )
-    fixed = mode_input(rt) if inputs is None else None
+    fixed = mode_input(rt)
     decisions = []
     served = 0
     for sample in samples:

@@ -246,10 +246,12 @@ def format_pipeline(r: dict[str, Any]) -> list[str]:
     lines.append(f"== runtime: bundle {r['bundle']}; trace {r['trace']}")
     for s in r["switches"]:
         lines.append(f"  t={s['t']:6.1f}s  {s['previous']:>8} -> {s['mode']:<8}  {s['reason']}")
-    rows = [
+    served = [
         (name, v["requests"], v["accuracy_served"], v["p50_ms_here"], v["energy_mj_on_device"])
         for name, v in r["served"].items()
     ]
-    lines.append(format_table(("mode", "requests", "served acc %", "p50 ms (here)", f"est. mJ ({r['device']})"), rows))
+    lines.append(
+        format_table(("mode", "requests", "served acc %", "p50 ms (here)", f"est. mJ ({r['device']})"), served)
+    )
     lines.append(f"failed requests: {r['failed_requests']}; timeline: {r['timeline']}")
     return lines
