@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -651,13 +652,22 @@ def measured_predictor(device: DeviceProfile, space: MobileNetV3Space) -> Latenc
     alignment = device.alignment("float32")
     if measured.predictor:
         path = measured.resolve(measured.predictor)
+        why = ""
         try:
             pred = LatencyPredictor.load(path, space)
             if pred.alignment == alignment:
                 return pred
+            why = f"it was fitted for channel alignment {pred.alignment}, the device builds with {alignment}"
         except LatencyPredictorError as exc:
             if "field 'space'" not in str(exc):
                 raise
+            why = f"it was fitted for another space ({exc})"
+        # Falling back is right (the table still covers the space) but costs accuracy: say so.
+        warnings.warn(
+            f"{path}: not used for {space.name!r}: {why}; predicting with the block-table sum instead "
+            f"(re-run fleetnas profile with this space and alignment for the learned predictor)",
+            stacklevel=2,
+        )
     return fit_lut(space, LatencyTable.load(measured.resolve(measured.lut)), alignment=alignment)
 
 

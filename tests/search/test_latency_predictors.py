@@ -267,3 +267,18 @@ def test_platforms_are_scaled_from_the_measured_latency(space, tmp_path) -> None
     a76 = DeviceScaledCost(pred, dev, load_device("cortex_a76"))(codes)
     np.testing.assert_allclose(m["weighted_latency_ms"], 0.5 * rpi["latency_ms"] + 0.5 * a76["latency_ms"])
     assert "macs" in m and "latency_ms_measured" in m
+
+
+def test_a_predictor_fitted_for_another_alignment_warns_and_falls_back_to_the_table(space, tmp_path) -> None:
+    device = _measured_device(tmp_path, space)  # simd 256 bits: the device builds channels at alignment 8
+    wide = synthetic_table(space, alignment=16, source=str(tmp_path / "wide.lut.json"))
+    fit_lut(space, wide, alignment=16).save(tmp_path / "dev.predictor.json")
+    text = device.read_text().replace("  lut: dev.lut.json\n", "  lut: dev.lut.json\n  predictor: dev.predictor.json\n")
+    assert "predictor: dev.predictor.json" in text
+    device.write_text(text)
+    dev = load_device(str(device))
+    codes = space.sample(12, np.random.default_rng(9))
+    with pytest.warns(UserWarning, match=r"alignment 16.*block-table sum"):
+        pred = measured_predictor(dev, space)
+    expected = fit_lut(space, LatencyTable.load(tmp_path / "dev.lut.json")).predict(codes)
+    np.testing.assert_allclose(pred.predict(codes), expected, rtol=1e-12)
