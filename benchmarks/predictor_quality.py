@@ -30,29 +30,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from benchmarks.supernet_ranking import DEFAULT_CONFIG, make_space
     from search.predictors.mlp import fit_predictor_from_supernet
+    from search.supernet.artefacts import ensure_trained
     from search.supernet.evaluation import SupernetEvaluator
-    from search.supernet.model import MobileNetV3Supernet
-    from search.supernet.schedule import SupernetTrainConfig
-    from search.supernet.trained import load_splits
+    from search.supernet.trained import TrainedSupernet
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    if args.supernet:
-        root = Path(args.supernet)
-    else:
-        from search.supernet.training import train_supernet
-
-        root = Path(args.out)
-        train_supernet(SupernetTrainConfig.load(DEFAULT_CONFIG), root, progress=False)
-    cfg = SupernetTrainConfig.load(root / "config.yaml")
-    space = make_space(cfg.space)
-    net = MobileNetV3Supernet(space, cfg.alignment)
-    net.load_state_dict(torch.load(root / "supernet.pt", map_location="cpu", weights_only=True))
-    net.eval()
-    train, val = load_splits(cfg)[:2]
-    evaluator = SupernetEvaluator(net, space, train, val, recalibration_images=args.recalibration_images)
+    trained = (
+        TrainedSupernet.load(args.supernet) if args.supernet else ensure_trained("demo", Path(args.out), progress=False)
+    )
+    root, space = trained.root, trained.space
+    evaluator = SupernetEvaluator(
+        trained.net, space, trained.train, trained.val, recalibration_images=args.recalibration_images
+    )
     hidden = tuple(int(h) for h in args.hidden.split(","))
     _, report = fit_predictor_from_supernet(
         evaluator, space, n=min(args.archs, space.size()), seed=args.seed, hidden=hidden

@@ -70,6 +70,22 @@ class LatencyPredictorError(ValueError):
     """A latency table or predictor file, or a fit, that does not fit; the message names file and field."""
 
 
+def _read_versioned(p: Path, fmt: str) -> tuple[dict[str, Any], Callable[[str, str], LatencyPredictorError]]:
+    """(the JSON object in ``p``, a field-error maker for ``p``) after checking its format and version."""
+    data = load_json(p, LatencyPredictorError)
+
+    def bad(fld: str, why: str) -> LatencyPredictorError:
+        return LatencyPredictorError(f"{p}: field '{fld}': {why}")
+
+    if not isinstance(data, dict):
+        raise bad("<top level>", "expected a JSON object")
+    if data.get("format") != fmt:
+        raise bad("format", f"{data.get('format')!r}; expected {fmt!r}")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise bad("format_version", f"{data.get('format_version')!r}; this fleetnas reads {FORMAT_VERSION}")
+    return data, bad
+
+
 # ---- the measured lookup table ------------------------------------------------------------------
 @dataclass(frozen=True)
 class LatencyTable:
@@ -118,17 +134,7 @@ class LatencyTable:
     def load(cls, path: str | Path) -> LatencyTable:
         """Read and check a table file; ``LatencyPredictorError`` names the file and field."""
         p = Path(path)
-        data = load_json(p, LatencyPredictorError)
-
-        def bad(fld: str, why: str) -> LatencyPredictorError:
-            return LatencyPredictorError(f"{p}: field '{fld}': {why}")
-
-        if not isinstance(data, dict):
-            raise bad("<top level>", "expected a JSON object")
-        if data.get("format") != LUT_FORMAT:
-            raise bad("format", f"{data.get('format')!r}; expected {LUT_FORMAT!r}")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise bad("format_version", f"{data.get('format_version')!r}; this fleetnas reads {FORMAT_VERSION}")
+        data, bad = _read_versioned(p, LUT_FORMAT)
         entries, stats = {}, {}
         raw = data.get("entries")
         if not isinstance(raw, dict) or not raw:
@@ -382,17 +388,7 @@ class LatencyPredictor:
     def load(cls, path: str | Path, space: MobileNetV3Space | None = None) -> LatencyPredictor:
         """The predictor saved at ``path`` for ``space`` (default: the one saved in it); errors name file and field."""
         p = Path(path)
-        data = load_json(p, LatencyPredictorError)
-
-        def bad(fld: str, why: str) -> LatencyPredictorError:
-            return LatencyPredictorError(f"{p}: field '{fld}': {why}")
-
-        if not isinstance(data, dict):
-            raise bad("<top level>", "expected a JSON object")
-        if data.get("format") != PREDICTOR_FORMAT:
-            raise bad("format", f"{data.get('format')!r}; expected {PREDICTOR_FORMAT!r}")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise bad("format_version", f"{data.get('format_version')!r}; this fleetnas reads {FORMAT_VERSION}")
+        data, bad = _read_versioned(p, PREDICTOR_FORMAT)
         for key in ("kind", "space", "alignment", "features", "weights", "bias", "vectors"):
             if key not in data:
                 raise bad(key, "missing")

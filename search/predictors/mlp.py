@@ -602,7 +602,7 @@ def fit_predictor_from_supernet(
     if not 0.0 < holdout < 1.0:
         raise PredictorError(f"field 'holdout': need a number in (0, 1), got {holdout!r}")
     rng = np.random.default_rng(seed)
-    codes = _distinct_sample(space, n, rng)
+    codes = space.distinct_sample(n, rng)
     started = time.perf_counter()
     values = np.asarray(evaluator(codes)[metric], dtype=np.float64)
     measure_seconds = time.perf_counter() - started
@@ -619,14 +619,3 @@ def fit_predictor_from_supernet(
         "training": predictor.training,
     }
     return predictor, report
-
-
-def _distinct_sample(space: SearchSpace, n: int, rng: np.random.Generator) -> np.ndarray:
-    # Duplicates would leak held-out archs into training; redraw until n distinct (or the space runs out).
-    seen: dict[bytes, np.ndarray] = {}
-    for _ in range(100):
-        for row in space.canonicalise(space.sample(n, rng)):
-            seen.setdefault(row.tobytes(), row)
-            if len(seen) == n:
-                return np.stack(list(seen.values()))
-    return np.stack(list(seen.values()))

@@ -32,6 +32,7 @@ import numpy as np
 from runtime.engine import ThreadingConfig
 from runtime.fileio import write_text_atomic
 from runtime.hardware.profile import DeviceProfile, OperatingPoint
+from runtime.netspec import NetSpec
 from search.profiling.blocks import SpaceBlocks, decompose
 from search.profiling.roofline import measure_roofline
 from search.profiling.store import ResultStore
@@ -174,30 +175,20 @@ def time_networks(
     ``before_round`` before every timing round (see ``timing.wait_for_quiet``). With an
     ``anchor`` the stats are in anchor units (``timing.scale_stats`` by ``anchor.reference_ms``).
     """
-    from runtime.onnx_builder import build_model
-
-    results: dict[str, Any] = dict(done or {})
-    todo = [i for i in range(len(codes)) if str(i) not in results]
-    for start in range(0, len(todo), batch):
-        rows = todo[start : start + batch]
-        models = {}
-        for i in rows:
-            net = space.to_netspec(space.decode(codes[i]), alignment=alignment)
-            models[str(i)] = prepare(create_session(build_model(net, seed=seed), threading_config), seed)
-        samples = time_interleaved(
-            models,
-            rounds=rounds,
-            runs_per_visit=runs_per_visit,
-            seed=seed + start,
-            before_round=before_round,
-            anchor=anchor,
-        )
-        new = {k: robust_stats(v).to_json() for k, v in samples.items()}
-        results.update(new)
-        del models
-        if on_batch is not None:
-            on_batch(new, len(results), len(codes))
-    return [TimingStats.from_json(results[str(i)]) for i in range(len(codes))]
+    results = _time_resumably(
+        [str(i) for i in range(len(codes))],
+        lambda key: space.to_netspec(space.decode(codes[int(key)]), alignment=alignment),
+        rounds=rounds,
+        runs_per_visit=runs_per_visit,
+        batch=batch,
+        threading_config=threading_config,
+        seed=seed,
+        done=done,
+        on_batch=on_batch,
+        before_round=before_round,
+        anchor=anchor,
+    )
+    return [results[str(i)] for i in range(len(codes))]
 
 
 def time_blocks(
@@ -217,15 +208,47 @@ def time_blocks(
 
     ``done``, ``on_batch``, ``before_round`` and ``anchor`` as in ``time_networks``.
     """
+    return _time_resumably(
+        list(blocks.fragments),
+        lambda key: blocks.fragments[key].net,
+        rounds=rounds,
+        runs_per_visit=runs_per_visit,
+        batch=batch,
+        threading_config=threading_config,
+        seed=seed,
+        done=done,
+        on_batch=on_batch,
+        before_round=before_round,
+        anchor=anchor,
+    )
+
+
+def _time_resumably(
+    keys: list[str],
+    net_of: Callable[[str], NetSpec],
+    *,
+    rounds: int,
+    runs_per_visit: int,
+    batch: int,
+    threading_config: ThreadingConfig | None,
+    seed: int,
+    done: dict[str, Any] | None,
+    on_batch: Callable[[dict[str, Any], int, int], None] | None,
+    before_round: Callable[[], object] | None,
+    anchor: Anchor | None,
+) -> dict[str, TimingStats]:
+    """Robust latency by key of ``net_of(key)``'s ONNX model, interleaved in batches, skipping keys in ``done``.
+
+    Models are built per batch (not all at once): a few hundred live sessions would hold their weights together.
+    """
     from runtime.onnx_builder import build_model
 
     results: dict[str, Any] = dict(done or {})
-    todo = [k for k in blocks.fragments if k not in results]
+    todo = [k for k in keys if k not in results]
     for start in range(0, len(todo), batch):
-        keys = todo[start : start + batch]
         models = {
-            k: prepare(create_session(build_model(blocks.fragments[k].net, seed=seed), threading_config), seed)
-            for k in keys
+            k: prepare(create_session(build_model(net_of(k), seed=seed), threading_config), seed)
+            for k in todo[start : start + batch]
         }
         samples = time_interleaved(
             models,
@@ -239,24 +262,16 @@ def time_blocks(
         results.update(new)
         del models
         if on_batch is not None:
-            on_batch(new, len(results), len(blocks.fragments))
-    return {k: TimingStats.from_json(results[k]) for k in blocks.fragments}
+            on_batch(new, len(results), len(keys))
+    return {k: TimingStats.from_json(results[k]) for k in keys}
 
 
 def distinct_codes(space: MobileNetV3Space, n: int, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
     """``n`` distinct canonical random encodings (none equal to a row of ``exclude``), seeded."""
-    rng = np.random.default_rng(seed)
-    seen = {row.tobytes() for row in (exclude if exclude is not None else np.zeros((0, space.encoding_length)))}
-    out: list[np.ndarray] = []
-    for _ in range(1000):
-        for row in space.canonicalise(space.sample(max(n, 16), rng)):
-            key = row.tobytes()
-            if key not in seen:
-                seen.add(key)
-                out.append(row)
-                if len(out) == n:
-                    return np.stack(out)
-    raise ValueError(f"space {space.name!r}: could not draw {n} distinct architectures")
+    codes = space.distinct_sample(n, np.random.default_rng(seed), exclude=exclude)
+    if len(codes) < n:
+        raise ValueError(f"space {space.name!r}: could not draw {n} distinct architectures")
+    return codes
 
 
 def _say(progress: Progress | None, message: str) -> None:

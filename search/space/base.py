@@ -91,6 +91,26 @@ class SearchSpace(ABC):
         codes = rng.integers(0, self.cardinalities, size=(n, self.encoding_length))
         return self.canonicalise(codes)
 
+    def distinct_sample(
+        self, n: int, rng: np.random.Generator, exclude: Encoding | None = None, attempts: int = 100
+    ) -> Encoding:
+        """Up to ``n`` distinct canonical encodings, none a row of ``exclude`` (fewer only if the space runs out).
+
+        Held-out sets must not repeat training rows, so duplicates are redrawn, ``attempts`` batches at most.
+        """
+        banned: set[bytes] = set()
+        if exclude is not None and len(exclude):
+            banned = {row.tobytes() for row in self.canonicalise(exclude)}
+        seen: dict[bytes, np.ndarray] = {}
+        for _ in range(attempts):
+            for row in self.sample(n, rng):
+                key = row.tobytes()
+                if key not in banned:
+                    seen.setdefault(key, row)
+                if len(seen) == n:
+                    return np.stack(list(seen.values()))
+        return np.stack(list(seen.values())) if seen else np.zeros((0, self.encoding_length), dtype=np.int64)
+
     def mutate(self, codes: Encoding, p: float, rng: np.random.Generator) -> Encoding:
         """Each gene of each row is, with probability ``p``, moved to a different option."""
         arr = self.check_codes(codes).copy()

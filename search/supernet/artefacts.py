@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from runtime.fileio import write_text_atomic
-from search.predictors.mlp import AccuracyPredictor, _distinct_sample
+from search.predictors.mlp import AccuracyPredictor
 from search.space.mobilenetv3 import MobileNetV3Space
 from search.supernet.schedule import SupernetConfigError, SupernetTrainConfig, make_space
 from search.supernet.trained import CONFIG_FILE, WEIGHTS_FILE, TrainedSupernet
@@ -133,7 +133,7 @@ def ensure_measurements(
                 log(f"reusing {len(data['codes'])} measured archs from {path}")
                 return Measurements(data["codes"], data["accuracy"], data["class_accuracy"], float(data["seconds"]))
     space = trained.space
-    codes = _distinct_sample(space, min(n, space.size()), np.random.default_rng(seed))
+    codes = space.distinct_sample(min(n, space.size()), np.random.default_rng(seed))
     evaluator = SupernetEvaluator(
         trained.net,
         space,
