@@ -4,7 +4,7 @@ First the hardware view: samples the Once-for-All space, costs every candidate o
 profiles with the vectorised cost tables, and reports per device the Pareto front of compute
 (MACs) against roofline latency, with energy and peak memory; the reference networks on the same
 devices; how an operating-point sweep trades latency for energy; and how differently the two
-devices rank the same networks. Then the pipeline with real accuracies (``search.demo_supernet``):
+devices rank the same networks. Then the pipeline with real accuracies (``search.supernet.demo``):
 train the demo supernet on the embedded MNIST digits, fit the accuracy predictor, search on the
 first device, export the ModePlan's three subnets as a bundle and serve it while a telemetry trace
 replays. Writes ``demo.json``, ``pareto.png``, ``modeplan.json``, ``bundle/`` and ``timeline.png``.
@@ -138,7 +138,7 @@ def run_demo(
     }
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        from search.demo_supernet import supernet_pipeline
+        from search.supernet.demo import supernet_pipeline
 
         result["pipeline"] = supernet_pipeline(
             devices, out_dir, config=supernet_config, archs=archs, quick=quick, seed=seed, progress=progress
@@ -231,7 +231,7 @@ def format_demo(d: dict[str, Any]) -> str:
     if d.get("picture"):
         lines.append(f"picture: {d['picture']}")
     if d.get("pipeline"):
-        from search.demo_supernet import format_pipeline
+        from search.supernet.demo import format_pipeline
 
         lines += ["", *format_pipeline(d["pipeline"])]
     return "\n".join(lines)
