@@ -18,6 +18,12 @@ agreement in one run and prints one JSON document:
 5. Kendall τ-b and Spearman ρ between the two, per-subnet rows and timings.
 
     python -m benchmarks.supernet_ranking [--supernet DIR] [--config YAML] [--epochs 4] [--quick]
+        [--reference-cache FILE.json]
+
+The stand-alone reference is the expensive, noisy half (each run is a full training; seeds move
+it by points). ``--reference-cache`` keeps every stand-alone run keyed by what determines it
+(architecture, seed, schedule, data split, evaluation images): an interrupted benchmark resumes
+where it stopped, and several supernets are ranked against the very same reference.
 
 ``--quick`` shrinks everything (supernet trained one epoch per phase on 512 batches-capped data,
 stand-alone training 1 epoch capped at 40 batches, 12 subnets): it checks the pipeline and gives
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import platform
@@ -40,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from runtime.fileio import write_text_atomic
 from search.arch import Arch
 from search.cost.report import cost_netspec
 from search.data import Dataset, batches
@@ -146,6 +154,38 @@ def train_standalone(
     return 100.0 * correct / len(val)
 
 
+class ReferenceCache:
+    """Stand-alone accuracies by run key, persisted (atomically) after every run; in memory without a path."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+        self.runs: dict[str, float] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                self.runs = {str(k): float(v) for k, v in data["runs"].items()}
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise SystemExit(
+                    f"--reference-cache {self.path}: not a reference cache ({exc}); "
+                    'expected {"runs": {key: accuracy}}; move it away to start a new one'
+                ) from None
+
+    @staticmethod
+    def key(**what: Any) -> str:
+        """A stable key for a stand-alone run from everything that determines its result."""
+        return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+    def get(self, key: str) -> float | None:
+        """The cached accuracy of run ``key`` or None."""
+        return self.runs.get(key)
+
+    def put(self, key: str, accuracy: float) -> None:
+        """Remember run ``key``; persisted at once so an interrupted benchmark resumes after it."""
+        self.runs[key] = float(accuracy)
+        if self.path is not None:
+            write_text_atomic(self.path, json.dumps({"runs": self.runs}, indent=1, sort_keys=True))
+
+
 def fresh_subnet(space: MobileNetV3Space, alignment: int, arch: Arch, seed: int) -> NetSpecModule:
     """``arch`` as a plain module with fresh (seeded) initial weights: cut from an untrained supernet."""
     torch.manual_seed(seed)
@@ -175,6 +215,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument(
         "--recalibration-images", type=int, default=0, help="BN recalibration images [the config's eval.bn_images]"
+    )
+    parser.add_argument(
+        "--reference-cache",
+        help="JSON file keeping every stand-alone run (resume; reuse the reference across supernets)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -206,6 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     inherited = evaluator(codes)["accuracy"]
     inherited_seconds = time.perf_counter() - t0
 
+    cache = ReferenceCache(args.reference_cache)
+    reused = 0
     rows = []
     standalone_seconds: list[float] = []
     standalone = np.zeros(len(codes))
@@ -214,21 +260,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         t1 = time.perf_counter()
         runs = []
         for rep in range(args.standalone_seeds):
-            sub = fresh_subnet(space, cfg.alignment, arch, args.seed + 1000 + i + 100_000 * rep)
-            runs.append(
-                train_standalone(
-                    sub,
-                    arch,
-                    train,
-                    val,
-                    epochs,
-                    args.lr,
-                    cfg.data.batch_size,
-                    args.seed + rep,
-                    max_batches,
-                    args.optimizer,
-                )
+            init_seed = args.seed + 1000 + i + 100_000 * rep
+            key = ReferenceCache.key(
+                code=[int(v) for v in code],
+                space=cfg.space,
+                alignment=cfg.alignment,
+                init_seed=init_seed,
+                data_seed=args.seed + rep,
+                epochs=epochs,
+                lr=args.lr,
+                optimizer=args.optimizer,
+                batch_size=cfg.data.batch_size,
+                max_batches=max_batches,
+                data=dataclasses.asdict(cfg.data),
+                split_seed=cfg.seed,
+                eval_split=args.eval_split,
             )
+            cached = cache.get(key)
+            if cached is not None:
+                runs.append(cached)
+                reused += 1
+                continue
+            sub = fresh_subnet(space, cfg.alignment, arch, init_seed)
+            acc = train_standalone(
+                sub,
+                arch,
+                train,
+                val,
+                epochs,
+                args.lr,
+                cfg.data.batch_size,
+                args.seed + rep,
+                max_batches,
+                args.optimizer,
+            )
+            cache.put(key, acc)
+            runs.append(acc)
         standalone[i] = float(np.mean(runs))
         seconds = time.perf_counter() - t1
         standalone_seconds.append(seconds)
@@ -265,6 +332,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "standalone_training": {
             "epochs": epochs,
             "seeds_averaged": args.standalone_seeds,
+            "runs_reused_from_cache": reused,
+            "reference_cache": args.reference_cache,
             "max_batches_per_epoch": max_batches,
             "lr": args.lr,
             "batch_size": cfg.data.batch_size,
