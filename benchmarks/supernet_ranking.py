@@ -186,6 +186,33 @@ class ReferenceCache:
             write_text_atomic(self.path, json.dumps({"runs": self.runs}, indent=1, sort_keys=True))
 
 
+def reference_noise(runs: np.ndarray) -> dict[str, Any] | None:
+    """How far the stand-alone reference's own noise caps τ: seed and between-subnet spread, expected τ ceiling.
+
+    ``runs`` is (subnets, seeds). The seed-to-seed variance ``e²`` of one run (pooled over subnets)
+    and the observed variance of the seed means give the variance of the subnets' true accuracies,
+    ``s² = var(means) − e²/S``; a perfect ranker then correlates with the S-seed reference at
+    ``ρ = s / √(s² + e²/S)``, i.e. Kendall τ ``(2/π)·asin ρ`` for Gaussian noise (Greiner's relation).
+    A τ goal above that ceiling cannot be shown against this reference, whatever the supernet.
+    None with a single seed (no noise estimate).
+    """
+    seeds = runs.shape[1]
+    if seeds < 2:
+        return None
+    seed_var = float(np.mean(np.var(runs, axis=1, ddof=1)))
+    means = runs.mean(axis=1)
+    true_var = max(float(np.var(means, ddof=1)) - seed_var / seeds, 0.0)
+    rho = math.sqrt(true_var / (true_var + seed_var / seeds)) if true_var > 0 else 0.0
+    single = [kendall_tau(runs[:, k], np.delete(runs, k, axis=1).mean(axis=1)) for k in range(seeds)]
+    return {
+        "seed_std_points": math.sqrt(seed_var),
+        "between_subnet_std_points": math.sqrt(true_var),
+        "reliability_of_seed_mean": rho**2,
+        "expected_tau_ceiling": 2.0 / math.pi * math.asin(rho),
+        "tau_one_seed_vs_other_seeds": single,
+    }
+
+
 def fresh_subnet(space: MobileNetV3Space, alignment: int, arch: Arch, seed: int) -> NetSpecModule:
     """``arch`` as a plain module with fresh (seeded) initial weights: cut from an untrained supernet."""
     torch.manual_seed(seed)
@@ -255,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     standalone_seconds: list[float] = []
     standalone = np.zeros(len(codes))
+    all_runs = np.zeros((len(codes), args.standalone_seeds))
     for i, (code, mac) in enumerate(zip(codes, macs, strict=True)):
         arch = space.decode(code)
         t1 = time.perf_counter()
@@ -297,6 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             cache.put(key, acc)
             runs.append(acc)
         standalone[i] = float(np.mean(runs))
+        all_runs[i] = runs
         seconds = time.perf_counter() - t1
         standalone_seconds.append(seconds)
         rows.append(
@@ -324,6 +353,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "kendall_tau": tau,
         "spearman": spearman(inherited, standalone),
         "kendall_tau_macs_vs_standalone": kendall_tau(macs, standalone),
+        "kendall_tau_per_standalone_seed": [kendall_tau(inherited, all_runs[:, k]) for k in range(all_runs.shape[1])],
+        "reference_noise": reference_noise(all_runs),
         "goal_met": bool(tau >= GOAL_TAU),
         "n_subnets": len(codes),
         "quick": bool(args.quick),
