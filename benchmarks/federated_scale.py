@@ -110,6 +110,7 @@ def scale(args: argparse.Namespace, scenario: Any, out: Path) -> dict[str, Any]:
 def dp_utility(args: argparse.Namespace, base: Any, out: Path) -> dict[str, Any]:
     """Within-1 % share over fleet seeds × noise seeds, each fleet a full in-process federated run."""
     from federation.aggregate import aggregate_scores, relative_regret
+    from federation.dp import offset_scale
     from federation.server import FederatedSearch
     from simulations.federated_search import fleet_setup, inprocess_send, privacy_utility, rescore_history
 
@@ -166,6 +167,8 @@ def dp_utility(args: argparse.Namespace, base: Any, out: Path) -> dict[str, Any]
         "fleets": args.dp_fleets,
         "fleet_seeds": [args.dp_first_fleet, args.dp_first_fleet + args.dp_fleets - 1],
         "clip": args.clip,
+        "count_scale": config.dp.count_scale,
+        "offset_scale": offset_scale(config.dp, baseline=not args.no_baseline),
         "final_pool": args.final_pool,
         "budget_ramp": args.budget_ramp,
         "baseline": not args.no_baseline,
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label skew [0.5]")
     parser.add_argument("--budget", type=int, default=120, help="local NSGA-II evaluations per client per round [120]")
     parser.add_argument("--top-k", type=int, default=4, help="proposals per client per round [4]")
-    parser.add_argument("--clip", type=float, default=0.2, help="L2 clip of a client's score vector [0.2]")
+    parser.add_argument("--clip", type=float, default=0.1, help="L2 clip of a client's score vector [0.1]")
     parser.add_argument("--final-pool", type=int, default=5, help="successive halving down to this pool (0: off) [5]")
     parser.add_argument("--budget-ramp", type=float, default=1.0, help="round r's score budget ∝ ramp**(r-1) [1.0]")
     parser.add_argument("--no-baseline", action="store_true", help="no public per-tier baseline")

@@ -8,37 +8,57 @@ Privacy unit: one client (add/remove one client's whole contribution, Flower's
 Score aggregation (``private_weighted_mean``). Client ``i`` with weight ``w_i <= 1`` and scores
 ``s_i`` (one per candidate, in [0, 1]) contributes one vector
 
-    v_i = [ w_i (s_i - b - m_i),  offset_scale · w_i m_i,  count_scale · w_i ]
+    v_i = [ w_i (s_i - b_i - m_i),  κ_o·C·w_i m_i,  κ_c·C·w_i e_g(i) ]
 
-where ``b`` is an optional *public* baseline per candidate (e.g. the central predictor's score on
-a uniform label mix; default 0) and ``m_i`` is the client's mean residual over the candidates when
-``centre`` is on (else 0, and the offset coordinate is left out). ``v_i`` is clipped to L2 norm
-``clip`` and the server adds N(0, (σ·clip)²) to every coordinate of the sum. Sums, offset and the
-weight total (the "count") are therefore *one* Gaussian mechanism with L2 sensitivity ``clip`` and
-noise multiplier σ: one charge to the ledger. Everything after the noise is post-processing:
-``mean_j = b_j + (S_j + M) / W`` with the noisy residual sums S, offset M and count W.
+where ``C`` is ``clip``, ``b_i`` an optional *public* baseline per candidate (e.g. the central
+predictor's score on a uniform label mix, 0 where the candidate misses the client's tier deadline;
+default 0), ``m_i`` the client's mean residual over the candidates when ``centre`` is on (else 0 and
+the offset coordinate is left out), κ_o = ``offset_scale(cfg, …)`` and κ_c = ``count_scale``
+(fractions of the clip, so a round's smaller clip — ``federation.server.round_clip`` — keeps the
+same split). With ``groups`` (each client's group in a list fixed by the server, e.g. its device
+tier) the client subtracts its group's baseline row and its weight goes to its group's count
+coordinate (one-hot e_g: the norm is the same as with one count). The list (the vector's layout)
+must not depend on the data; the server uses the tiers that answered, which the per-tier fronts
+reveal anyway (a caveat of the agreed protocol, not of this mechanism). ``v_i`` is clipped to L2
+norm ``C`` and the server adds N(0, (σC)²) to every coordinate of the sum: sums, offset and the
+(per-group) weight totals are *one* Gaussian mechanism with L2 sensitivity ``C`` and noise
+multiplier σ, one charge to the ledger. Everything after the noise is post-processing: ``sums_j =
+S_j + M + Σ_g b_gj W_g``, ``mean_j = sums_j / Σ_g W_g`` with the noisy residual sums S, offset M and
+group totals W_g (each floored at 0, the total at 1).
 
-Why centre: the argmax only needs the *differences* between candidates, but a raw score vector
-of n candidates has L2 norm ≈ 0.9·√n, so clipping spends almost all of each client's norm budget
-on the common level (≈ 0.9) instead of the differences (a few tenths of a point). Subtracting a
-public baseline and each client's own mean (both change no sensitivity: they are fixed or
-computed from the client's own row before clipping) leaves small residuals, so a small ``clip``
-keeps them unclipped and the noise σ·clip is small too. The count and offset only rescale and
-shift every mean together, so they need little accuracy (``count_scale``/``offset_scale`` give
-them a small share of the norm budget); ``argmax_j S_j`` is untouched by their noise when b = 0.
+Why one release for all tiers, not one per tier: per-tier releases compose in parallel (a client is
+in one tier) to the same ε, but their sum carries T independent noises — √T times the noise on every
+candidate's sum. Measured on the benchmark's fleets (``benchmarks/federated_scale.py``, 5 tiers, 100
+clients, ε = 1 at δ = 1e-5 over 5 rounds, clip 0.1): the within-1 % share on tuning fleets 100–129
+went from 89.7 % (per-tier releases) to 99.4 % (one grouped release). On the benchmark's own fleets
+0–9 (10 fleets × 50 noise seeds, ``--clip 0.1``): 98.8 % within 1 % at 100 clients (was 82.6 %;
+relative regret median 0, p90 0.35 %, p99 1.07 %, max 1.82 %; worst fleet 94 %) and 100 % at 200
+clients (was 94.8 %; max 0.84 %), every run spending ε = 0.999999 at δ = 1e-5.
 
-Choosing ``clip``: once every client's vector is clipped, the signal-to-noise ratio no longer
-depends on ``clip``; above the typical vector norm it only adds noise. The centred residuals of a
-pool of n candidates with scores spread over 0.80–0.97 have norm ≈ 0.05·√n, so the default 0.05
-clips most clients (measured on the tests' protocol-shaped fleet, 100 clients, ε = 1 at δ = 1e-5
-over 5 score releases, 10 candidates: the choice is within 1 % of the exact one in 84–87 % of
-seeds at clip 0.05, ~61 % at clip 0.3, ~25 % at 1.0; 5 candidates 94 %, 30 candidates 57 %; with
-1,000 clients ≥ 99 % in every case). The count/offset scales trade the accuracy of the reported
-*level* of the means for the argmax: 0.05 each is the compromise (their noise never changes the
-order of the means when b = 0, so the argmax and the per-tier fronts are unaffected, but at 100
-clients the level itself is off by ~0.3 in score units: pass a public ``baseline`` when the values
-matter, e.g. the central predictor's score on a uniform label mix, so the noisy count only scales
-the small residuals).
+Why centre: the argmax only needs the *differences* between candidates; subtracting the public
+baseline and each client's own mean (neither changes the sensitivity: they are public or computed
+from the client's own row before clipping) leaves small residuals (norm ≈ 0.1 over 26 candidates),
+so a small ``clip`` keeps most of them unclipped and the noise σC is small too. The offset and the
+counts shift and scale every mean together; they matter for the reported *level* of the means (and
+the fronts, which mix candidates estimated in different rounds), not for the argmax. Their noise in
+client units is σ/κ: κ_c = 0.3 takes 9 % of the squared norm; κ_o·|m| stays ≲ 0.35 C both with a
+baseline (|m| ≲ 0.07, κ_o = 5, level error of the chosen candidate ≈ 0.015 rms at 100 clients) and
+without (m ≈ the score level 0.8, κ_o = 0.3).
+
+Choosing ``clip``: once a client's vector is clipped, its signal no longer grows with ``clip`` while
+the noise σC does; a clip far below the typical norm reweights clients. On the benchmark's tuning
+fleets the share is flat for clip 0.07–0.14 (99.3–98.9 %) and drops at 0.03 (98.3 %) and 0.2
+(96.3 %). A public rule lands in that range: the median centred-residual norm of simulated clients
+(Dirichlet(α) label mixes through the public central per-class predictor, over the public round-1
+pool) is 0.08 / 0.11 / 0.13 for α = 1 / 0.5 / 0.3; the default 0.1 is that rule at α = 0.5.
+
+What else was measured (tuning fleets, one grouped release, 40 seeds each; the default first):
+successive halving to 5 candidates 99.4 %, to 3 99.0 %, none 97.9 %; a fixed clip instead of one
+scaled with √(pool) 98.6 %; budget ramp ×2 per round 98.8 %; a quarter of the budget in rounds
+1–4 99.3 %; exact (noise-free) counts 99.5 % — the counts' noise costs ≈ 0.1 point. Noise on the
+counts is needed: under add/remove-one-client neighbours a count has sensitivity 1 (Flower's
+client-side fixed clipping divides by the number of replies as if it were public, which holds only
+for replace-one neighbours or a fixed public denominator).
 
 Local variant (``local_randomize`` + ``sum_local``): each client clips and noises its own vector
 before it leaves the device; the server only sums. The server's sum then has noise σ·clip·√N.
@@ -76,7 +96,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from statistics import NormalDist
 from typing import Any
 
@@ -95,6 +115,7 @@ __all__ = [
     "contribution_vectors",
     "local_randomize",
     "noise_rng",
+    "offset_scale",
     "plan_noise_multiplier",
     "private_set_union",
     "private_weighted_mean",
@@ -113,6 +134,9 @@ MIN_COUNT = 1.0
 # The set union is skipped (and not charged) when a proposal shared by *every* asked client would
 # still fall this many σ short of the threshold (``union_can_release``).
 UNION_SKIP_MARGIN = 3.0
+# Default offset scales (× clip) with and without a public baseline (``offset_scale``).
+OFFSET_SCALE_BASELINE = 5.0
+OFFSET_SCALE_RAW = 0.3
 # Released values are snapped to a grid of (noise std) * 2**-SNAP_BITS, rounded down to a power of two.
 SNAP_BITS = 12
 
@@ -132,7 +156,8 @@ class DPConfig:
     ``union_threshold``: the set union's count threshold; None derives it from ``union_delta``.
     ``seed``: None draws noise from the OS CSPRNG; an int makes it reproducible (not secure).
     Added beyond the agreed fields: ``centre`` (subtract each client's mean residual),
-    ``count_scale``/``offset_scale`` (norm-budget share of the count and offset coordinates),
+    ``count_scale``/``offset_scale`` (the count and offset coordinates as fractions of ``clip``;
+    ``offset_scale`` None: ``offset_scale()`` picks 5 with a public baseline, 0.3 without),
     ``union_delta_share`` (share of ``delta`` given to the set union's thresholding over the run)
     ``reference_examples`` (public example count at which a client gets full weight; see
     ``federation.aggregate.aggregation_weights``) and ``union_budget_share`` (share of the run's
@@ -143,14 +168,14 @@ class DPConfig:
     mode: str = "central"
     epsilon: float = 1.0
     delta: float = 1e-5
-    clip: float = 0.05
+    clip: float = 0.1
     noise_multiplier: float | None = None
     rounds: int = 5
     union_threshold: float | None = None
     seed: int | None = None
     centre: bool = True
-    count_scale: float = 0.05
-    offset_scale: float = 0.05
+    count_scale: float = 0.3
+    offset_scale: float | None = None
     union_delta_share: float = 0.1
     reference_examples: float | None = None
     union_budget_share: float = 0.1
@@ -170,11 +195,10 @@ class DPConfig:
         if unknown:
             raise DPError(f"{source}: unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(known)}")
         values = dict(d)
-        for name in ("epsilon", "delta", "clip", "count_scale", "offset_scale", "union_delta_share",
-                     "union_budget_share"):
+        for name in ("epsilon", "delta", "clip", "count_scale", "union_delta_share", "union_budget_share"):
             if name in values:
                 values[name] = _number(values[name], name, source)
-        for name in ("noise_multiplier", "union_threshold", "reference_examples"):
+        for name in ("noise_multiplier", "union_threshold", "reference_examples", "offset_scale"):
             if values.get(name) is not None:
                 values[name] = _number(values[name], name, source)
         for name in ("rounds", "seed"):
@@ -222,16 +246,29 @@ def _check_config(c: DPConfig, source: str) -> None:
         raise bad("seed", "need an integer >= 0, or null for OS entropy")
     if not isinstance(c.centre, bool):
         raise bad("centre", "allowed: true, false")
-    for name in ("count_scale", "offset_scale"):
-        v = getattr(c, name)
-        if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
-            raise bad(name, "need a finite number > 0")
+    if not (isinstance(c.count_scale, int | float) and 0 < c.count_scale < 1):
+        raise bad("count_scale", "need a number in (0, 1): the count coordinate is count_scale·clip·w")
+    v = c.offset_scale
+    if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+        raise bad("offset_scale", "need a finite number > 0, or null for the default (see offset_scale())")
     if not (isinstance(c.union_delta_share, int | float) and 0 < c.union_delta_share < 1):
         raise bad("union_delta_share", "need a number in (0, 1)")
     if not (isinstance(c.union_budget_share, int | float) and 0 < c.union_budget_share < 1):
         raise bad("union_budget_share", "need a number in (0, 1)")
     if c.reference_examples is not None and not (math.isfinite(c.reference_examples) and c.reference_examples > 0):
         raise bad("reference_examples", "need a number > 0, or null")
+
+
+def offset_scale(cfg: DPConfig, baseline: bool) -> float:
+    """The offset coordinate's scale (× clip): ``cfg.offset_scale``, or by default 5 with a public baseline, else 0.3.
+
+    The coordinate carries offset_scale·clip·w·m with m the client's mean residual: ≲ 0.07 after a
+    public baseline, ≈ 0.8 (the score level) without one; both defaults keep it ≲ 0.35·clip, and the
+    larger the scale the less noise on the decoded level (σ/offset_scale in client units).
+    """
+    if cfg.offset_scale is not None:
+        return float(cfg.offset_scale)
+    return OFFSET_SCALE_BASELINE if baseline else OFFSET_SCALE_RAW
 
 
 def rdp_delta(cfg: DPConfig) -> float:
@@ -402,19 +439,50 @@ def _baseline(baseline: np.ndarray | None, n_cand: int) -> np.ndarray:
     return b
 
 
+def _groups(groups: Sequence[int] | np.ndarray | None, baseline: np.ndarray | None, n_clients: int, n_cand: int
+            ) -> tuple[np.ndarray | None, np.ndarray]:
+    """(group index per client or None, baseline rows (n_groups, n_cand)) checked against each other."""
+    if groups is None:
+        return None, _baseline(baseline, n_cand)[None, :]
+    g = np.asarray(groups).ravel()
+    if g.size != n_clients or not np.issubdtype(g.dtype, np.integer):
+        raise DPError(f"groups: need one integer group index per client ({n_clients}), got {g.dtype} of {g.size}")
+    if baseline is None:
+        raise DPError("groups: need a public baseline per group, shape (n_groups, n_cand); got none")
+    b = np.atleast_2d(np.asarray(baseline, dtype=np.float64))
+    if b.ndim != 2 or b.shape[1] != n_cand or not np.all(np.isfinite(b)):
+        raise DPError(f"baseline: need (n_groups, {n_cand}) finite public values with groups, got {b.shape}")
+    if g.size and (g.min() < 0 or g.max() >= b.shape[0]):
+        raise DPError(f"groups: every index must be in [0, {b.shape[0]}) (one baseline row per group)")
+    return g.astype(np.int64), b
+
+
 def contribution_vectors(
-    scores: np.ndarray, weights: np.ndarray, cfg: DPConfig, baseline: np.ndarray | None = None
+    scores: np.ndarray,
+    weights: np.ndarray,
+    cfg: DPConfig,
+    baseline: np.ndarray | None = None,
+    groups: Sequence[int] | np.ndarray | None = None,
 ) -> np.ndarray:
-    """Unclipped (n_clients, n_cand + 1 [+ 1 with ``centre``]) vectors [w(s−b−m), offset_scale·w·m, count_scale·w]."""
+    """Unclipped (n_clients, n_cand [+ 1 with ``centre``] + n_groups) vectors, the layout in the module doc.
+
+    [w(s−b−m), offset_scale·clip·w·m, count_scale·clip·w·e_g]: without ``groups`` one count
+    coordinate (e_g = 1) and ``baseline`` (n_cand,); with ``groups`` (a public group index per
+    client) ``baseline`` is (n_groups, n_cand), client i subtracts row groups[i] and its weight goes
+    to count coordinate groups[i] (one-hot, so the vector's norm is the same as with one count).
+    """
     s, w = _check_scores(scores, weights)
-    resid = s - _baseline(baseline, s.shape[1])[None, :]
+    g, b = _groups(groups, baseline, len(w), s.shape[1])
+    resid = s - (b[g] if g is not None else b)
     parts = []
     if cfg.centre:
         m = resid.mean(axis=1)
-        parts = [w[:, None] * (resid - m[:, None]), (cfg.offset_scale * w * m)[:, None]]
+        scale = offset_scale(cfg, baseline is not None)
+        parts = [w[:, None] * (resid - m[:, None]), (scale * cfg.clip * w * m)[:, None]]
     else:
         parts = [w[:, None] * resid]
-    parts.append((cfg.count_scale * w)[:, None])
+    onehot = np.ones((len(w), 1)) if g is None else np.eye(b.shape[0])[g]
+    parts.append(cfg.count_scale * cfg.clip * w[:, None] * onehot)
     return np.hstack(parts)
 
 
@@ -428,6 +496,7 @@ class PrivateMean:
     (NaN when the server cannot know, in local mode). ``clipped_fraction`` is computed from the raw
     contributions and is *not* private: a server-side diagnostic for tuning ``clip``, never to be
     published or sent to clients (Flower's adaptive clipping noises that count for this reason).
+    ``group_counts``: the noisy weight total of every group (floored at 0; one entry without groups).
     """
 
     mean: np.ndarray
@@ -435,15 +504,22 @@ class PrivateMean:
     noisy_count: float
     sigma: float
     clipped_fraction: float
+    group_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def _decode(total: np.ndarray, n_cand: int, cfg: DPConfig, b: np.ndarray, sigma: float, clipped: float) -> PrivateMean:
+def _decode(
+    total: np.ndarray, n_cand: int, cfg: DPConfig, b: np.ndarray, sigma: float, clipped: float, baseline: bool
+) -> PrivateMean:
+    """Post-processing of one released vector; ``b`` is (n_groups, n_cand), one row per count coordinate."""
     resid_sums = total[:n_cand].copy()
     if cfg.centre:
-        resid_sums += total[n_cand] / cfg.offset_scale
-    count = max(float(total[-1]) / cfg.count_scale, MIN_COUNT)
-    sums = resid_sums + b * count
-    return PrivateMean(b + resid_sums / count, sums, count, sigma, clipped)
+        resid_sums += total[n_cand] / (offset_scale(cfg, baseline) * cfg.clip)
+    raw_counts = np.asarray(total[-len(b):], dtype=np.float64) / (cfg.count_scale * cfg.clip)
+    # One count: floored at one full-weight client; per group: at 0 (their total is floored below).
+    counts = np.maximum(raw_counts, MIN_COUNT if len(b) == 1 else 0.0)
+    count = max(float(counts.sum()), MIN_COUNT)
+    sums = resid_sums + counts @ b
+    return PrivateMean(sums / count, sums, count, sigma, clipped, counts)
 
 
 def private_weighted_mean(
@@ -453,11 +529,14 @@ def private_weighted_mean(
     noise_multiplier: float,
     rng: NoiseSource | np.random.Generator | int | None,
     baseline: np.ndarray | None = None,
+    groups: Sequence[int] | np.ndarray | None = None,
 ) -> PrivateMean:
     """The weighted mean of ``scores`` (n_clients, n_cand): exact when off, else one clipped Gaussian release.
 
     Central mode: one Gaussian mechanism, L2 sensitivity ``cfg.clip``, noise multiplier
-    ``noise_multiplier`` (charge it once). ``baseline`` must be public (not derived from client data).
+    ``noise_multiplier`` (charge it once). ``baseline`` must be public (not derived from client data):
+    (n_cand,), or (n_groups, n_cand) with ``groups`` (a public group index per client, e.g. its device
+    tier), see ``contribution_vectors``. Local mode takes no groups.
     """
     s, w = _check_scores(scores, weights)
     n_cand = s.shape[1]
@@ -466,20 +545,22 @@ def private_weighted_mean(
         if total <= 0:
             raise DPError("weights: all zero; nothing to average")
         sums = w @ s
-        return PrivateMean(sums / total, sums, total, 0.0, 0.0)
+        return PrivateMean(sums / total, sums, total, 0.0, 0.0, np.array([total]))
     if cfg.mode == "local":
+        if groups is not None:
+            raise DPError("groups: the local variant takes no groups (each client sends one count coordinate)")
         src = as_noise_source(rng)  # one source for all clients: an int seed must not repeat the same noise
         rows = [local_randomize(s[i], float(w[i]), cfg, noise_multiplier, src, baseline) for i in range(len(w))]
         return sum_local(rows, cfg, noise_multiplier, baseline)
     if not noise_multiplier > 0:
         raise DPError(f"noise_multiplier: {noise_multiplier!r}; central mode needs σ > 0")
-    b = _baseline(baseline, n_cand)
-    raw = contribution_vectors(s, w, cfg, b)
+    _, b = _groups(groups, baseline, len(w), n_cand)
+    raw = contribution_vectors(s, w, cfg, baseline, groups)
     clipped = clip_rows(raw, cfg.clip)
     clipped_fraction = float(np.mean(np.linalg.norm(raw, axis=1) > cfg.clip)) if len(raw) else 0.0
     std = noise_multiplier * cfg.clip
     noisy = snap(clipped.sum(axis=0) + as_noise_source(rng).normal(std, clipped.shape[1]), std)
-    return _decode(noisy, n_cand, cfg, b, std, clipped_fraction)
+    return _decode(noisy, n_cand, cfg, b, std, clipped_fraction, baseline is not None)
 
 
 def local_randomize(
@@ -514,7 +595,8 @@ def sum_local(
     if n_cand < 1:
         raise DPError(f"sum_local: messages of width {arr.shape[1]} carry no candidates")
     sigma = noise_multiplier * cfg.clip * math.sqrt(arr.shape[0])
-    return _decode(arr.sum(axis=0), n_cand, cfg, _baseline(baseline, n_cand), sigma, math.nan)
+    return _decode(arr.sum(axis=0), n_cand, cfg, _baseline(baseline, n_cand)[None, :], sigma, math.nan,
+                   baseline is not None)
 
 
 # ---- private set union -------------------------------------------------------------------------

@@ -122,10 +122,12 @@ def test_clip_rows_bounds_each_row_and_keeps_small_ones() -> None:
 
 def test_contribution_layout_and_scores_checks() -> None:
     s = np.array([[0.9, 0.8, 0.7]])
-    v = contribution_vectors(s, np.array([0.5]), DPConfig(centre=True, count_scale=0.2, offset_scale=0.3))
-    assert np.allclose(v, [[0.05, 0.0, -0.05, 0.3 * 0.5 * 0.8, 0.2 * 0.5]])
-    v = contribution_vectors(s, np.array([0.5]), DPConfig(centre=False, count_scale=0.2), baseline=[0.9, 0.9, 0.9])
-    assert np.allclose(v, [[0.0, -0.05, -0.1, 0.1]])
+    # offset and count coordinates are offset_scale·clip·w·m and count_scale·clip·w
+    v = contribution_vectors(s, np.array([0.5]), DPConfig(clip=2.0, centre=True, count_scale=0.2, offset_scale=0.3))
+    assert np.allclose(v, [[0.05, 0.0, -0.05, 0.3 * 2.0 * 0.5 * 0.8, 0.2 * 2.0 * 0.5]])
+    v = contribution_vectors(s, np.array([0.5]), DPConfig(clip=2.0, centre=False, count_scale=0.2),
+                             baseline=[0.9, 0.9, 0.9])
+    assert np.allclose(v, [[0.0, -0.05, -0.1, 0.2]])
     with pytest.raises(DPError, match=r"every score must be in \[0, 1\]"):
         contribution_vectors(s * 2, np.array([1.0]), DPConfig())
     with pytest.raises(DPError, match=r"every weight must be in \[0, 1\]"):
@@ -159,7 +161,7 @@ def test_mode_off_is_exact() -> None:
 
 def test_noise_std_matches_sigma_times_clip() -> None:
     s, w = realistic_fleet(5, n_clients=50, n_cand=4)
-    sigma, clip, cs = 3.0, 0.2, 0.5
+    sigma, clip, cs = 0.3, 0.2, 0.5  # count noise σ/cs = 0.6 clients: the floor at 1 is never hit
     cfg = DPConfig(clip=clip, centre=False, count_scale=cs)
     clean = private_weighted_mean(s, w, DPConfig(clip=clip, centre=False, count_scale=cs), 1e-12, noise_rng(0))
     src = noise_rng(123)
@@ -169,7 +171,7 @@ def test_noise_std_matches_sigma_times_clip() -> None:
     noise = draws - clean.noisy_sums
     assert np.allclose(noise.std(axis=0), sigma * clip, rtol=0.05)
     assert np.allclose(noise.mean(axis=0), 0.0, atol=4 * sigma * clip / math.sqrt(4000))
-    assert counts.std() == pytest.approx(sigma * clip / cs, rel=0.05)  # the count coordinate carries cs·w
+    assert counts.std() == pytest.approx(sigma / cs, rel=0.05)  # the count coordinate carries cs·clip·w
     assert np.corrcoef(noise[:, 0], noise[:, 1])[0, 1] == pytest.approx(0.0, abs=0.06)
 
 
@@ -179,7 +181,7 @@ def test_clipping_is_reported_and_bounds_the_release() -> None:
     assert pm.clipped_fraction == 1.0
     # every clipped vector has norm ≤ clip, so the sums of 40 of them have norm ≤ 40·clip
     assert np.linalg.norm(pm.noisy_sums) <= 40 * 1e-3 + 1e-9
-    assert pm.noisy_count == 1.0  # the count (≤ 40·clip / count_scale) is floored at one full-weight client
+    assert pm.noisy_count == 1.0  # each clipped client counts clip/‖v‖ ≪ 1: floored at one full-weight client
 
 
 def test_tiny_noisy_count_is_floored() -> None:
@@ -326,8 +328,9 @@ def _within_1pct_share(n_clients: int, n_cand: int, seeds: range, releases: int 
 
 def test_private_choice_is_within_1pct_in_most_seeds_with_100_clients() -> None:
     # 100 clients, ε = 1 at δ = 1e-5 over 5 rounds (one score release per round), 10 candidates.
-    # Measured: ~0.87 (a random pick: ~0.2). The 90 % needs more clients or fewer/cheaper
-    # releases (see the next test and the module doc).
+    # Measured: ~0.87 (a random pick: ~0.2) for one release over all 10 candidates with no public
+    # baseline; the benchmark's fleets pass 90 % with the baseline, successive halving and one grouped
+    # release per round (federation.dp's module doc; tests/federation/test_dp_groups.py).
     share = _within_1pct_share(100, 10, range(150))
     assert share >= 0.75
     # a uniformly random pick lands within 1 % with probability = the share of such candidates

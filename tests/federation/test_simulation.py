@@ -65,7 +65,7 @@ def test_tiered_release_without_noise_is_the_exact_mean(space) -> None:
     pool = space.sample(6, rng)
     reports = [ClientScores(i, ["a", "b"][i % 2], 10 + i, 1.0, rng.uniform(0, 1, 6)) for i in range(8)]
     # a huge clip and a tiny σ: the tiered release is (almost) the exact reliability-weighted mean
-    dp = DPConfig(mode="central", clip=1e6, noise_multiplier=1e-12, count_scale=1.0, offset_scale=1.0)
+    dp = DPConfig(mode="central", clip=1e6, noise_multiplier=1e-12, count_scale=0.3, offset_scale=0.3)
     sums, count = tiered_release(pool, reports, dp, 1e-12, np.random.default_rng(1))
     exact = np.mean([r.scores for r in reports], axis=0)
     assert count == pytest.approx(8.0) and np.allclose(sums / count, exact)
