@@ -43,8 +43,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -53,6 +51,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from runtime.fileio import write_npz_atomic
 from search.space.base import SearchSpace
 
 __all__ = [
@@ -457,16 +456,7 @@ class AccuracyPredictor:
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             arrays[f"W{i}"], arrays[f"b{i}"] = w, b
         arrays[HEADER_KEY] = np.frombuffer(json.dumps(self.header()).encode("utf-8"), dtype=np.uint8)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_npz_atomic(path, arrays)
 
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace) -> AccuracyPredictor:

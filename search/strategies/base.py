@@ -16,10 +16,7 @@ the random generator's state — no pickle, so checkpoints survive library upgra
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -29,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.fileio import write_npz_atomic
 from search.problem import Evaluation, Problem
 
 CHECKPOINT_FORMAT = "fleetnas.search-checkpoint/1"
@@ -146,14 +144,7 @@ def save_checkpoint(path: str | Path, strategy: Strategy, history: History) -> P
     payload: dict[str, Any] = {f"strategy__{k}": v for k, v in arrays.items()}
     payload.update({"history__X": X, "history__F": F, "history__G": G})
     payload["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, **payload)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, p)
-    return p
+    return write_npz_atomic(p, payload)
 
 
 def load_checkpoint(path: str | Path, strategy: Strategy) -> History:

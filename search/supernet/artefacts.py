@@ -18,8 +18,6 @@ Layout of ``cache_dir``::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.fileio import write_text_atomic
+from runtime.fileio import write_npz_atomic, write_text_atomic
 from search.predictors.mlp import AccuracyPredictor
 from search.space.mobilenetv3 import MobileNetV3Space
 from search.supernet.schedule import SupernetConfigError, SupernetTrainConfig, make_space
@@ -158,22 +156,16 @@ def ensure_measurements(
     m = Measurements(
         codes, np.concatenate(out["accuracy"]), np.concatenate(out["class_accuracy"]), time.perf_counter() - started
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                codes=m.codes,
-                accuracy=m.accuracy,
-                class_accuracy=m.class_accuracy,
-                seconds=np.float64(m.seconds),
-                key=np.frombuffer(json.dumps(key).encode(), dtype=np.uint8),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_npz_atomic(
+        path,
+        {
+            "codes": m.codes,
+            "accuracy": m.accuracy,
+            "class_accuracy": m.class_accuracy,
+            "seconds": np.float64(m.seconds),
+            "key": np.frombuffer(json.dumps(key).encode(), dtype=np.uint8),
+        },
+    )
     return m
 
 
