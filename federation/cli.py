@@ -42,7 +42,8 @@ def register(subparsers: Subparsers) -> None:
         epilog="examples:\n"
         "  fleetnas federate simulate --clients 20 --rounds 3 --epsilon 1 --out out/fed\n"
         "  fleetnas federate simulate --clients 100 --rounds 5 --epsilon 1 --alpha 0.3 --out out/fed100 --json\n"
-        "  fleetnas federate simulate --clients 10 --rounds 2 --no-dp --out out/fed-nodp",
+        "  fleetnas federate simulate --clients 10 --rounds 2 --no-dp --out out/fed-nodp\n"
+        "  fleetnas federate simulate --clients 10 --rounds 3 --weight-rounds 2 --out out/fed-weights",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--clients", type=int, default=20, metavar="N", help="simulated devices [20]")
@@ -64,13 +65,57 @@ def register(subparsers: Subparsers) -> None:
     s.add_argument("--no-baseline", action="store_true",
                    help="no public per-tier score baseline (central predictor, catalogue deadlines)")
     s.add_argument("--utility-seeds", type=int, default=50, help="noise seeds per ε for the privacy-utility curve [50]")
+    s.add_argument("--weight-rounds", type=_rounds, default=(), metavar="R,R,...",
+                   help="rounds that also fine-tune the supernet on the devices and average it (DP-FedAvg) [none]")
+    s.add_argument("--supernet", metavar="DIR|NPZ",
+                   help="initial supernet of the weight rounds [the --cache-dir's, trained if missing]")
+    s.add_argument("--weight-clip", type=float, default=3.0,
+                   help="L2 clip of a device's supernet update in weight rounds [3.0]")
+    s.add_argument("--train-steps", type=int, default=5, help="local fine-tuning steps per weight round [5]")
+    s.add_argument("--train-lr", type=float, default=0.003, help="local fine-tuning learning rate (Adam) [0.003]")
     s.add_argument("--out", required=True, help="output directory")
     add_json_flag(s)
     s.set_defaults(func=_simulate)
 
+    e = sub.add_parser(
+        "export-weights",
+        help="write a trained supernet as a weights .npz a torch-free ServerApp can start weight rounds from",
+        description="Convert a `fleetnas supernet train` output directory (supernet.pt + config.yaml) into one "
+        ".npz (arrays, alignment and training configuration; no pickle) for the ServerApp's run_config key "
+        "'supernet-weights'. Needs torch here, not on the server.",
+    )
+    e.add_argument("--supernet", required=True, metavar="DIR", help="trained supernet directory")
+    e.add_argument("--out", required=True, metavar="FILE.npz", help="weights file to write")
+    add_json_flag(e)
+    e.set_defaults(func=_export_weights)
+
+
+def _rounds(text: str) -> tuple[int, ...]:
+    """Round numbers from '2,4' (argparse type)."""
+    try:
+        rounds = tuple(int(r) for r in text.split(",") if r.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need comma-separated round numbers such as 2,4, got {text!r}") from None
+    if any(r < 1 for r in rounds):
+        raise argparse.ArgumentTypeError(f"round numbers start at 1, got {text!r}")
+    return rounds
+
+
+def _export_weights(args: argparse.Namespace) -> int:
+    from federation.weights import WeightsError, load_weights, save_weights
+
+    try:
+        weights = load_weights(args.supernet)
+        digest = save_weights(args.out, weights)
+    except WeightsError as exc:
+        raise CliError(str(exc)) from None
+    result = {"out": args.out, "sha256": digest, "arrays": len(weights.arrays), "alignment": weights.alignment}
+    emit(args, result, lambda r: f"wrote {r['out']} ({r['arrays']} arrays, sha256 {r['sha256'][:16]}…)")
+    return 0
+
 
 def _simulate(args: argparse.Namespace) -> int:
-    from simulations.federated_search import Scenario, ScenarioError, run_scenario
+    from simulations.federated_search import Scenario, ScenarioError, run_scenario, weight_round_line
 
     if args.no_dp and args.local_dp:
         raise CliError("--no-dp and --local-dp exclude each other")
@@ -92,6 +137,11 @@ def _simulate(args: argparse.Namespace) -> int:
             utility_seeds=args.utility_seeds,
             clip=args.clip,
             baseline=not args.no_baseline,
+            weight_rounds=tuple(args.weight_rounds),
+            supernet=args.supernet,
+            weight_clip=args.weight_clip,
+            train_steps=args.train_steps,
+            train_lr=args.train_lr,
         )
     except ScenarioError as exc:
         raise CliError(str(exc)) from None
@@ -112,6 +162,11 @@ def _simulate(args: argparse.Namespace) -> int:
         ]
         if r.get("chosen"):
             lines.append(f"global choice: score {r['chosen']['score']:.4f}, arch {r['chosen']['arch']}")
+        weights = r.get("weights") or {}
+        for row in weights.get("rounds", []):
+            lines.append(f"round {row['round']}: {weight_round_line(row)}")
+        if weights.get("supernet_dir"):
+            lines.append(f"global supernet saved to {weights['supernet_dir']}")
         rows = []
         for tier, modes in sorted(r.get("chosen_per_tier", {}).items()):
             high = modes.get("high") if modes else None

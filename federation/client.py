@@ -234,7 +234,7 @@ def clip_update(
 
     The clipping is Flower's ``compute_clip_model_update`` (what ``fixedclipping_mod`` calls) on
     the floating arrays; integer arrays (BatchNorm's step counters) are copied from ``new``, as
-    they are not part of the federated update (``federation.protocol.float_arrays``).
+    they are not part of the federated update (``federation.protocol.federated_arrays``).
     """
     from flwr.supercore.differential_privacy import compute_clip_model_update, get_norm
 
@@ -263,8 +263,9 @@ def fine_tune(
 ) -> tuple[dict[str, np.ndarray], float]:
     """(fine-tuned arrays with the update clipped to ``clip``, the unclipped update norm) — torch.
 
-    ``state`` may hold only the floating arrays (``federation.protocol.float_arrays``): missing
-    BatchNorm step counters start at 0 (momentum-based BatchNorm does not read them). The result
+    ``state`` may hold only the federated arrays (``federation.protocol.federated_arrays``): missing
+    BatchNorm statistics and step counters start at their defaults (training mode normalises with
+    the batch's statistics; momentum-based BatchNorm does not read the counters). The result
     has exactly ``state``'s keys, in its order. ``clip`` 0 or ∞: unclipped (the ClientApp's
     ``fixedclipping_mod`` clips instead). Each step follows the sandwich rule of
     ``search.supernet.training``: the largest subnet on cross-entropy, the smallest and two random
@@ -286,7 +287,8 @@ def fine_tune(
     torch.manual_seed(seed % (2**31))
     model = MobileNetV3Supernet(space, alignment)
     result = model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    # BatchNorm buffers are not federated (``federated_arrays``); in train mode the batch statistics are used.
+    missing = [k for k in result.missing_keys if not k.endswith(("num_batches_tracked", "running_mean", "running_var"))]
     if missing or result.unexpected_keys:
         raise ClientError(
             f"state: does not fit the space's supernet (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"

@@ -25,7 +25,15 @@ The ``train`` handler runs behind Flower's ``fixedclipping_mod`` (attached to th
 the query handlers carry no ArrayRecord, which the mod would refuse): the handler returns the
 unclipped fine-tuned arrays, the mod clips their update to the ``clipping_norm`` the server's
 ``DifferentialPrivacyClientSideFixedClipping`` put in the config, and the reply leaves in FedAvg's
-shape (one ArrayRecord + one MetricRecord with ``num-examples``).
+shape (one ArrayRecord + one MetricRecord with ``num-examples``). In local DP mode the config also
+carries ``federation.weights.LOCAL_NOISE``: an outer mod (``federation.weights.local_noise_mod``)
+then adds the client's own Gaussian noise to the clipped update (OS CSPRNG unless the run config's
+``noise-seed`` fixes it). ``train_reply`` is the same chain without Flower (the in-process fleet).
+
+In ``supernet`` accuracy rounds the server attaches its current global supernet to the propose and
+score messages (``federation.weights.attach_supernet``): a node then scores with those weights
+(rebuilt once per digest) instead of its own ``supernet`` directory, so rounds after a weight round
+use the updated global weights.
 
 Per-process caches (``functools.lru_cache`` keyed by configuration values) hold the dataset,
 partitions, cost tables and predictors, so a Ray worker that plays many nodes loads each once.
@@ -48,6 +56,7 @@ from flwr.clientapp.mod import fixedclipping_mod
 
 from federation.client import (
     client_seed,
+    clip_update,
     fine_tune,
     label_histogram,
     local_search,
@@ -71,6 +80,7 @@ from federation.protocol import (
     encode_space,
     encode_train_reply,
 )
+from federation.weights import SupernetWeights, WeightsError, add_local_noise, local_noise_mod, read_supernet
 from search.space.mobilenetv3 import MobileNetV3Config, MobileNetV3Space
 
 if TYPE_CHECKING:
@@ -95,6 +105,7 @@ __all__ = [
     "make_client_app",
     "node_settings",
     "settings_for",
+    "train_reply",
 ]
 
 _log = logging.getLogger(__name__)
@@ -241,6 +252,34 @@ def _supernet(path: str) -> Any:
     return TrainedSupernet.load(path).net
 
 
+@dataclass(frozen=True)
+class _ByDigest:
+    """Global weights keyed by their digest and alignment (hashable, for the per-process network cache)."""
+
+    digest: str
+    alignment: int
+    weights: SupernetWeights = field(compare=False, hash=False)
+
+
+@lru_cache(maxsize=2)
+def _global_net(key: _ByDigest, space_json: str) -> Any:
+    import torch
+
+    from search.supernet.model import MobileNetV3Supernet
+
+    net = MobileNetV3Supernet(_space(space_json), key.alignment)
+    result = net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in key.weights.arrays.items()},
+                                 strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    if missing or result.unexpected_keys:
+        raise ClientSettingsError(
+            f"record 'supernet': the global weights do not fit the space's supernet (missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]})"
+        )
+    net.eval()
+    return net
+
+
 @lru_cache(maxsize=1024)
 def _trace(path: str) -> tuple[Any, ...]:
     from runtime.telemetry import load_trace
@@ -275,10 +314,15 @@ def offline_reason(s: NodeSettings, round_: int) -> str | None:
     return None
 
 
-def _accuracy_fn(s: NodeSettings, space_cfg: MobileNetV3Config, source: str, seed: int) -> Any:
+def _accuracy_fn(
+    s: NodeSettings, space_cfg: MobileNetV3Config, source: str, seed: int, supernet: SupernetWeights | None = None
+) -> Any:
     space_json = encode_space(space_cfg)
     data = local_data(s)
     if source == "supernet":
+        if supernet is not None:  # the server's current global weights (attached to the request)
+            net = _global_net(_ByDigest(supernet.digest, supernet.alignment, supernet), space_json)
+            return supernet_accuracy(net, _space(space_json), data, seed=seed)
         if s.supernet is None:
             raise ClientSettingsError(
                 "run_config: 'supernet' (a trained supernet directory) is needed for supernet rounds"
@@ -298,8 +342,11 @@ class Offline(Exception):
     """The node sits this round out (its reason is the error reply's text)."""
 
 
-def answer_propose(s: NodeSettings, req: ProposeRequest) -> ProposeReply:
-    """The node's reply to ``query.propose``: its local search's top-K; raises Offline when its battery is low."""
+def answer_propose(s: NodeSettings, req: ProposeRequest, supernet: SupernetWeights | None = None) -> ProposeReply:
+    """The node's reply to ``query.propose``: its local search's top-K; raises Offline when its battery is low.
+
+    ``supernet``: the global weights the server attached (``supernet`` rounds), else the node's own.
+    """
     why = offline_reason(s, req.round)
     if why:
         raise Offline(why)
@@ -308,7 +355,7 @@ def answer_propose(s: NodeSettings, req: ProposeRequest) -> ProposeReply:
     fronts = [f for f in req.fronts.values() if len(f)]
     result = local_search(
         _space(space_json),
-        _accuracy_fn(s, req.space, req.source, seed),
+        _accuracy_fn(s, req.space, req.source, seed, supernet),
         _cost_table(space_json, s.hardware),
         s.deadline_ms,
         req.budget,
@@ -319,15 +366,19 @@ def answer_propose(s: NodeSettings, req: ProposeRequest) -> ProposeReply:
     return ProposeReply(result.codes, result.accuracy, result.latency_ms, len(local_data(s)), s.hardware, s.deadline_ms)
 
 
-def answer_score(s: NodeSettings, req: ScoreRequest) -> ScoreReply:
-    """The node's reply to ``query.score`` (randomised in local DP mode); raises Offline when its battery is low."""
+def answer_score(s: NodeSettings, req: ScoreRequest, supernet: SupernetWeights | None = None) -> ScoreReply:
+    """The node's reply to ``query.score`` (randomised in local DP mode); raises Offline when its battery is low.
+
+    ``supernet``: the global weights the server attached (``supernet`` rounds), else the node's own.
+    """
     why = offline_reason(s, req.round)
     if why:
         raise Offline(why)
     space_json = encode_space(req.space)
     seed = client_seed(s.partition_id, req.round, req.seed)
     scores = score_candidates(
-        req.pool, _accuracy_fn(s, req.space, req.source, seed), _cost_table(space_json, s.hardware), s.deadline_ms
+        req.pool, _accuracy_fn(s, req.space, req.source, seed, supernet), _cost_table(space_json, s.hardware),
+        s.deadline_ms,
     )
     randomized = req.dp_mode == "local"
     if randomized:
@@ -372,6 +423,30 @@ def answer_train(s: NodeSettings, req: TrainRequest) -> TrainReply:
 Trainer = Callable[[NodeSettings, TrainRequest], TrainReply]
 
 
+def weight_noise_seed(s: NodeSettings, round_: int) -> int | None:
+    """Seed of the node's local-DP weight noise in ``round_`` (None: OS CSPRNG); a stream apart from its score noise."""
+    if s.noise_seed is None:
+        return None
+    return (client_seed(s.partition_id, round_, s.noise_seed) + 1) % (2**63)
+
+
+def train_reply(s: NodeSettings, req: TrainRequest, local_noise: float = 0.0, trainer: Trainer | None = None
+                ) -> TrainReply:
+    """The reply the ``train`` handler's mod chain sends, computed without Flower (the in-process fleet).
+
+    ``trainer`` (default ``answer_train``), then the update clipped to ``req.clip`` by Flower's
+    ``compute_clip_model_update`` (what ``fixedclipping_mod`` calls), then with ``local_noise`` σ > 0
+    N(0, (σ·clip)²) added and the reported update norm zeroed (what ``local_noise_mod`` does).
+    """
+    raw = (trainer or answer_train)(s, req)
+    clipped, _ = clip_update(raw.arrays, req.arrays, req.clip)
+    arrays = {k: clipped[k] for k in req.arrays}
+    if not local_noise > 0:
+        return TrainReply(arrays, raw.n_examples, raw.update_norm)
+    noised = add_local_noise(arrays.values(), req.clip, local_noise, weight_noise_seed(s, req.round))
+    return TrainReply(dict(zip(arrays, noised, strict=True)), raw.n_examples, 0.0)
+
+
 def make_client_app(defaults: ClientSettings | None = None, trainer: Trainer | None = None) -> ClientApp:
     """A ClientApp whose nodes fall back to ``defaults`` for settings node_config/run_config do not give.
 
@@ -381,27 +456,34 @@ def make_client_app(defaults: ClientSettings | None = None, trainer: Trainer | N
     train_answer = trainer or answer_train
     client_app = ClientApp()
 
-    def handle(msg: Message, context: Context, decode: Any, answer: Any, encode: Any) -> Message:
+    def handle(msg: Message, context: Context, decode: Any, answer: Any, encode: Any, weights: bool = False
+               ) -> Message:
         s = node_settings(context, settings_default)
         try:
             req = decode(msg.content, node=s.partition_id)
-        except ProtocolError as exc:
+            extra = {"supernet": read_supernet(msg.content, node=s.partition_id)} if weights else {}
+        except (ProtocolError, WeightsError) as exc:
             return _error(msg, ERROR_PROTOCOL, str(exc))
         try:
-            reply = answer(s, req)
+            reply = answer(s, req, **extra)
         except Offline as exc:
             return _error(msg, ERROR_OFFLINE, str(exc))
         return Message(encode(reply), reply_to=msg)
 
+    def weight_noise(msg: Message, context: Context) -> int | None:
+        round_ = next(iter(msg.content.config_records.values())).get("round", 0)
+        return weight_noise_seed(node_settings(context, settings_default), int(round_))
+
     @client_app.query("propose")
     def propose(msg: Message, context: Context) -> Message:
-        return handle(msg, context, decode_propose_request, answer_propose, encode_propose_reply)
+        return handle(msg, context, decode_propose_request, answer_propose, encode_propose_reply, weights=True)
 
     @client_app.query("score")
     def score(msg: Message, context: Context) -> Message:
-        return handle(msg, context, decode_score_request, answer_score, encode_score_reply)
+        return handle(msg, context, decode_score_request, answer_score, encode_score_reply, weights=True)
 
-    @client_app.train(mods=[fixedclipping_mod])
+    # mods[0] is the outermost: the local-DP noise is added after fixedclipping_mod clipped the update.
+    @client_app.train(mods=[local_noise_mod(weight_noise), fixedclipping_mod])
     def train(msg: Message, context: Context) -> Message:
         return handle(msg, context, decode_train_request, train_answer, encode_train_reply)
 

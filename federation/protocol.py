@@ -6,7 +6,7 @@ architectures and their local scores. The server forms the candidate pool and se
 ``query.score``; each client answers with one score in [0, 1] per candidate. ``train`` messages
 carry supernet weights (FedNAS-style weight rounds) in the shape Flower's ``FedAvg`` and its
 ``DifferentialPrivacyClientSideFixedClipping`` wrapper expect: the request one ArrayRecord (the
-state's floating arrays, ``float_arrays``) + one ConfigRecord holding the clip under Flower's own
+state's floating arrays, ``federated_arrays``) + one ConfigRecord holding the clip under Flower's own
 key ``CLIPPING_NORM`` (what ``fixedclipping_mod`` reads on the client); the reply one ArrayRecord
 (same keys, same order) + one MetricRecord with ``num-examples``.
 
@@ -70,7 +70,7 @@ __all__ = [
     "encode_space",
     "encode_train_reply",
     "encode_train_request",
-    "float_arrays",
+    "federated_arrays",
 ]
 
 PROPOSE = "query.propose"
@@ -156,7 +156,7 @@ class ScoreReply:
 class TrainRequest:
     """``train``: fine-tune the shared supernet for ``steps`` steps; the update is clipped to ``clip`` (L2).
 
-    ``arrays`` are what is federated: the state's floating arrays (``float_arrays``). ``clip`` is
+    ``arrays`` are what is federated: the state's floating arrays (``federated_arrays``). ``clip`` is
     ∞ with DP off (Flower's clipping mod then leaves the update as it is).
     """
 
@@ -448,14 +448,24 @@ def decode_score_reply(
 
 
 # ---- train -------------------------------------------------------------------------------------
-def float_arrays(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The floating arrays of ``state``, in its order: what a weight round trains, clips, averages and noises.
+BN_STATISTICS = ("running_mean", "running_var")  # BatchNorm buffers recalibrated, not federated
 
-    Integer buffers (BatchNorm's ``num_batches_tracked``) stay out: Flower's clipping would count
-    their step increments in the update norm (and cannot scale 0-d integers), and its noise would
-    be rounded into them; they are bookkeeping the server keeps, not learned weights.
+
+def federated_arrays(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The learned floating arrays of ``state``, in its order: what a weight round trains, clips, averages and noises.
+
+    BatchNorm's running statistics and its integer ``num_batches_tracked`` stay out. The statistics
+    are not learned: every place a subnet is evaluated or exported recalibrates them for that subnet
+    (``search.supernet``), and a client's fine-tuning drifts them far more than the weights (on the
+    demo supernet they were most of an update's L2 norm), so clipping would spend the norm budget and
+    the noise on numbers that are thrown away (FedBN keeps them local for the same reason). The
+    counters would also be counted by Flower's clipping and rounded under its noise.
     """
-    return {k: v for k, v in state.items() if np.issubdtype(np.asarray(v).dtype, np.floating)}
+    return {
+        k: v
+        for k, v in state.items()
+        if np.issubdtype(np.asarray(v).dtype, np.floating) and not k.endswith(BN_STATISTICS)
+    }
 
 
 def _arrays(state: Mapping[str, np.ndarray]) -> ArrayRecord:

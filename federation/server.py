@@ -27,11 +27,16 @@ One round (the agreed protocol, see ``federation.protocol``):
    stops cleanly when the next round would pass the budget.
 
 Weight rounds (``weight_rounds``, FedNAS-style, after the round's scores) are one Flower ``FedAvg``
-round wrapped in Flower's ``DifferentialPrivacyClientSideFixedClipping`` (``dp_fedavg_round``):
-the wrapper's ``configure_train`` builds the ``train`` messages (it writes the clip into their
-config for the clients' ``fixedclipping_mod``), our ``send`` carries them, and its
-``aggregate_train`` averages the clipped replies and adds N(0, (σ·clip/n)²). The release is
-charged to the same ledger, at the wrapper's σ and sampling rate (asked / available nodes).
+round wrapped in Flower's ``DifferentialPrivacyClientSideFixedClipping`` (``dp_fedavg_round``;
+our subclass ``federation.weights.SecureClientSideFixedClipping`` only swaps its NumPy-global noise
+for the CSPRNG): the wrapper's ``configure_train`` builds the ``train`` messages (it writes the
+clip ``weight_clip`` into their config for the clients' ``fixedclipping_mod``), our ``send``
+carries them, and its ``aggregate_train`` averages the clipped replies and adds N(0, (σ·clip/n)²).
+In local DP mode the clients noise their own clipped updates and the server only averages. The
+release is charged to the same ledger (``weight_round`` says at which σ and sampling rate). The
+global supernet (``attach_supernet``; ``global_supernet``) is saved next to ``state.json`` as a
+content-addressed ``.npz`` whose SHA-256 ``state.json`` records, so a resumed run continues from
+the same weights or refuses a mismatched file.
 
 ``send(message_type, requests, timeout) -> {node: reply | Failure}`` is the only link to the
 transport: ``federation.server_app`` implements it on a Flower Grid, tests with a plain function.
@@ -86,7 +91,7 @@ from federation.protocol import (
     TrainRequest,
     encode_train_reply,
     encode_train_request,
-    float_arrays,
+    federated_arrays,
 )
 from runtime.fileio import load_json, write_text_atomic
 from runtime.hardware import load_device
@@ -164,6 +169,11 @@ class FederationConfig:
     baseline_predictor: str | None = None  # per-class predictor .npz for the public score baseline
     final_pool: int = 5  # successive halving: candidates scored in the last round (0: no halving)
     budget_ramp: float = 1.0  # score release of round r gets budget_ramp**(r-1) of the Gaussian budget (relative)
+    # L2 clip of a client's supernet update in weight rounds (its own, not the score clip ``dp.clip``).
+    # 3.0: about the median norm of the federated arrays' update (BatchNorm statistics excluded,
+    # ``federated_arrays``) measured on the demo supernet: 10 MNIST clients, α = 0.5, 5 steps at
+    # lr 0.003 gave 2.5-3.1 (3.8-5.9 with the statistics), so typical updates pass nearly unclipped.
+    weight_clip: float = 3.0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> FederationConfigError:
@@ -192,6 +202,11 @@ class FederationConfig:
                 raise bad(f"tier_deadlines.{tier}", f"need a positive number of ms, got {ms!r}")
         if any(r < 1 for r in self.weight_rounds):
             raise bad("weight_rounds", f"round numbers start at 1, got {list(self.weight_rounds)}")
+        wc = self.weight_clip
+        if isinstance(wc, bool) or not (isinstance(wc, int | float) and math.isfinite(wc) and wc > 0):
+            raise bad("weight_clip", f"need a finite L2 norm > 0 (the clip of a client's supernet update), got {wc!r}")
+        if not (isinstance(self.train_lr, int | float) and math.isfinite(self.train_lr) and self.train_lr > 0):
+            raise bad("train_lr", f"need a learning rate > 0, got {self.train_lr!r}")
         if self.dp.rounds != self.rounds:
             # The union's δ share is spread over the DP config's rounds: keep them the run's rounds.
             object.__setattr__(self, "dp", replace(self.dp, rounds=self.rounds))
@@ -746,33 +761,108 @@ class FederatedSearch:
         return result
 
     # ---- weight rounds ---------------------------------------------------------------------
+    # The global supernet's alignment and training configuration (``federation.weights``) and an
+    # optional probe measuring it (torch): class-level defaults, set per instance by ``attach_supernet``.
+    supernet_alignment: int = 8
+    supernet_train_config: Mapping[str, Any] | None = None
+    supernet_probe: Callable[[Mapping[str, np.ndarray]], Mapping[str, float]] | None = None
+
+    def attach_supernet(self, weights: Any, probe: Callable[[Mapping[str, np.ndarray]], Mapping[str, float]] | None
+                        = None) -> bool:
+        """Give the search its initial global supernet (``federation.weights.SupernetWeights``); returns whether used.
+
+        A run resumed from ``state.json`` keeps the weights it saved (returns False): the file
+        given now is only the *initial* state. The space must be the run's. ``probe`` measures
+        the global supernet before and after each weight round (``federation.weights.SupernetProbe``).
+        """
+        space_cfg = weights.space_config()
+        if space_cfg is not None:
+            from search.supernet.schedule import make_space
+
+            if make_space(space_cfg).config != self.config.space:
+                raise FederationConfigError(
+                    "supernet: the initial weights belong to another space than the run's field 'space' "
+                    "(use the supernet the predictor was fitted on)"
+                )
+        self.supernet_alignment = int(weights.alignment)
+        self.supernet_probe = probe
+        resumed = self.supernet_state is not None
+        if self.supernet_train_config is None:
+            self.supernet_train_config = weights.train_config
+        if not resumed:
+            self.supernet_state = {k: np.asarray(v) for k, v in weights.arrays.items()}
+        return not resumed
+
+    def global_supernet(self) -> Any:
+        """The current global weights as ``federation.weights.SupernetWeights`` (None before ``attach_supernet``)."""
+        if self.supernet_state is None:
+            return None
+        from federation.weights import SupernetWeights
+
+        return SupernetWeights(dict(self.supernet_state), self.supernet_alignment, self.supernet_train_config)
+
+    def _measure_supernet(self) -> dict[str, float] | None:
+        if self.supernet_probe is None or self.supernet_state is None:
+            return None
+        return {k: float(v) for k, v in self.supernet_probe(self.supernet_state).items()}
+
     def weight_round(self, send: Send, nodes: list[int], r: int, available: int | None = None) -> dict[str, Any]:
         """One DP FedAvg round of the supernet's weights (``dp_fedavg_round``), charged to the ledger; returns its info.
 
-        With DP on: clip ``dp.clip``, σ the plan's ``weight_sigma``, charged at sampling rate
-        len(nodes) / ``available`` (the nodes available this round; default: just ``nodes``)
-        right before the release. With DP off: plain FedAvg (unweighted), no clipping, no noise.
+        Central DP: clients clip their update to ``weight_clip`` (Flower's ``fixedclipping_mod``);
+        the server averages with equal weights and adds N(0, (σ·clip/n)²) from its CSPRNG
+        (``federation.weights.SecureClientSideFixedClipping``), σ the plan's ``weight_sigma``,
+        charged at sampling rate len(nodes) / ``available`` right before the release.
+        Local DP: each client clips *and* adds N(0, (σ_c·clip)²) itself (σ_c = 2·``weight_sigma``)
+        before its reply leaves the device; the server only averages. Each reply is a Gaussian
+        mechanism on one client's data with replace-one sensitivity 2·clip, i.e. noise multiplier
+        σ_c/2 = ``weight_sigma``, charged once per round (parallel composition over the clients)
+        at sampling rate 1 (the server knows whom it asked: no amplification against it).
+        DP off: plain FedAvg (unweighted), no clipping, no noise.
+        The info holds the top-1 of the largest and smallest subnet on the validation split
+        before and after (when a probe is attached), the mean update norm the clients reported (a
+        diagnostic outside the DP guarantee, not collected in local mode), the noise std on the
+        averaged weights and the ε this round's release cost.
         """
+        from federation.accounting import PrivacyBudgetExceeded
+
         assert self.supernet_state is not None  # checked by the caller
         dp, cfg = self.config.dp, self.config
-        private = dp.mode != "off"
+        private, local = dp.mode != "off", dp.mode == "local"
         sigma = self.plan.weight_sigma if private and self.plan is not None else 0.0
-        clip = float(dp.clip) if private else math.inf
-        rate = len(nodes) / max(available or len(nodes), len(nodes), 1)
-        req = TrainRequest(cfg.space, r, float_arrays(self.supernet_state), steps=cfg.train_steps, lr=cfg.train_lr,
-                           clip=clip, seed=cfg.seed)
+        clip = float(cfg.weight_clip) if private else math.inf
+        rate = 1.0 if local else len(nodes) / max(available or len(nodes), len(nodes), 1)
+        req = TrainRequest(cfg.space, r, federated_arrays(self.supernet_state), alignment=self.supernet_alignment,
+                           steps=cfg.train_steps, lr=cfg.train_lr, clip=clip, seed=cfg.seed)
+        before = self._measure_supernet()
+        eps_before = self.epsilon
 
         def charge(answered: int) -> None:
             if private:
                 self.ledger.charge(sigma, sampling_rate=rate, label=f"round {r}: supernet weights")
 
-        out = dp_fedavg_round(send, nodes, req, sigma, cfg.timeout_s, self._quorum(len(nodes)), charge)
+        info: dict[str, Any] = {"mode": dp.mode, "asked": len(nodes), "accuracy_before": before}
+        try:
+            out = dp_fedavg_round(send, nodes, req, 0.0 if local else sigma, cfg.timeout_s,
+                                  self._quorum(len(nodes)), charge, noise=self.noise,
+                                  local_noise_multiplier=2.0 * sigma if local else 0.0)
+        except PrivacyBudgetExceeded as exc:
+            info.update(status="over budget", answered=0, failures={}, note=str(exc))
+            return info
         if out.state is not None:
             self.supernet_state = {k: out.state.get(k, v) for k, v in self.supernet_state.items()}
-        info = {"status": out.status, "answered": out.answered, "asked": len(nodes), "failures": dict(out.failures)}
+        info.update(status=out.status, answered=out.answered, failures=dict(out.failures))
         if out.status == "ok":
-            info.update(mean_update_norm=out.mean_update_norm, noise_std=out.noise_std,
-                        noise_multiplier=sigma, clip=clip if math.isfinite(clip) else None, sampling_rate=rate)
+            info.update(
+                accuracy_after=self._measure_supernet(),
+                mean_update_norm=None if local else out.mean_update_norm,
+                noise_std=out.noise_std,
+                noise_multiplier=2.0 * sigma if local else sigma,
+                charged_noise_multiplier=sigma,
+                clip=clip if math.isfinite(clip) else None,
+                sampling_rate=rate,
+                epsilon_charged=self.epsilon - eps_before,
+            )
         return info
 
     # ---- the whole run ---------------------------------------------------------------------
@@ -810,6 +900,7 @@ class FederatedSearch:
             },
             "chosen": self.best,
             "plans": dict(last_ok.plans) if last_ok else {},
+            "weights": self._weights_summary(),
             "rounds": [
                 {
                     "round": h.round,
@@ -824,6 +915,22 @@ class FederatedSearch:
                 }
                 for h in self.history
             ],
+        }
+
+    def _weights_summary(self) -> dict[str, Any] | None:
+        """The weight rounds so far: one row per round that ran one, the first "before" and last "after" accuracy."""
+        rows = [{"round": h.round, **h.train} for h in self.history if h.train is not None]
+        if not rows and not self.config.weight_rounds:
+            return None
+        done = [row for row in rows if row.get("status") == "ok"]
+        return {
+            "weight_rounds": list(self.config.weight_rounds),
+            "weight_clip": self.config.weight_clip if self.config.dp.mode != "off" else None,
+            "attached": self.supernet_state is not None,
+            "accuracy_initial": rows[0].get("accuracy_before") if rows else None,
+            "accuracy_final": done[-1].get("accuracy_after") if done else None,
+            "epsilon_charged": float(sum(row.get("epsilon_charged", 0.0) for row in done)),
+            "rounds": rows,
         }
 
     # ---- state -----------------------------------------------------------------------------
@@ -849,8 +956,31 @@ class FederatedSearch:
             ],
             "history": [h.to_json() for h in self.history],
             "sampler": self.sampler.bit_generator.state,
+            "supernet": self._save_supernet(path.parent),
         }
         write_text_atomic(path, json.dumps(state))
+        self._prune_supernet_files(path.parent, state["supernet"])
+
+    # The global weights live next to state.json in ``supernet_<sha256[:16]>.npz`` (content-addressed,
+    # written before state.json names it, older ones removed after): a crash between the two writes
+    # leaves the previous state.json and its file intact.
+    def _save_supernet(self, folder: Path) -> dict[str, Any] | None:
+        weights = self.global_supernet()
+        if weights is None:
+            return None
+        from federation.weights import save_weights
+
+        digest = weights.digest
+        name = f"supernet_{digest[:16]}.npz"
+        if not (folder / name).is_file():
+            save_weights(folder / name, weights)
+        return {"file": name, "sha256": digest}
+
+    @staticmethod
+    def _prune_supernet_files(folder: Path, keep: Mapping[str, Any] | None) -> None:
+        for old in folder.glob("supernet_*.npz"):
+            if keep is None or old.name != keep["file"]:
+                old.unlink(missing_ok=True)
 
     def _load_state(self, path: Path) -> None:
         state = load_json(path, FederationConfigError)
@@ -878,6 +1008,17 @@ class FederatedSearch:
         }
         self.history = [_round_from_json(h) for h in state["history"]]
         self.sampler.bit_generator.state = state["sampler"]
+        saved = state.get("supernet")
+        if saved is not None:
+            from federation.weights import WeightsError, read_weights
+
+            try:
+                weights = read_weights(path.parent / str(saved["file"]), expect_digest=str(saved["sha256"]))
+            except WeightsError as exc:
+                raise FederationConfigError(f"{path}: field 'supernet': {exc}") from None
+            self.supernet_state = dict(weights.arrays)
+            self.supernet_alignment = weights.alignment
+            self.supernet_train_config = weights.train_config
 
 
 def _round_from_json(d: Mapping[str, Any]) -> RoundResult:
@@ -959,9 +1100,12 @@ class _Nodes:
         return list(self._nodes)
 
 
-def fixed_clipping_fedavg(noise_multiplier: float, clip: float, clients: int) -> Any:
-    """Flower's ``FedAvg`` (unweighted) in ``DifferentialPrivacyClientSideFixedClipping``; plain FedAvg for clip ∞.
+def fixed_clipping_fedavg(noise_multiplier: float, clip: float, clients: int, noise: Any = None) -> Any:
+    """Flower's ``FedAvg`` (unweighted) in the client-side fixed-clipping DP wrapper; plain FedAvg for clip ∞.
 
+    The wrapper is ``federation.weights.SecureClientSideFixedClipping``: Flower's
+    ``DifferentialPrivacyClientSideFixedClipping`` with its noise drawn from ``noise`` (a
+    ``federation.dp.NoiseSource``; None: the OS CSPRNG) instead of NumPy's global generator.
     FedAvg asks every node it is given (our server samples) and weighs replies by
     ``UNIFORM_WEIGHT``, which the server sets to 1 on every reply: with a per-client clip C the
     mean's sensitivity is C/n only when every client counts equally (Flower's own accounted mode
@@ -969,19 +1113,26 @@ def fixed_clipping_fedavg(noise_multiplier: float, clip: float, clients: int) ->
     ``PrivacyLedger`` (its Poisson accounting takes our sampling rate; the wrapper's only accepts
     no amplification).
     """
-    from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
+    from flwr.serverapp.strategy import FedAvg
+
+    from federation.weights import SecureClientSideFixedClipping
 
     n = max(int(clients), 1)
     fedavg = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n,
                     weighted_by_key=UNIFORM_WEIGHT, arrayrecord_key=ARRAYS, configrecord_key=CONFIG)
     if math.isinf(clip):
         return fedavg
-    return DifferentialPrivacyClientSideFixedClipping(fedavg, float(noise_multiplier), float(clip), n)
+    return SecureClientSideFixedClipping(fedavg, float(noise_multiplier), float(clip), n, noise=noise)
 
 
 @dataclass(frozen=True)
 class WeightRound:
-    """What one ``dp_fedavg_round`` did: the new (noised) floating arrays or None when skipped, and its figures."""
+    """What one ``dp_fedavg_round`` did: the new (noised) floating arrays or None when skipped, and its figures.
+
+    ``noise_std``: std of the noise on each coordinate of the averaged state — σ·clip/n (central)
+    or σ_c·clip/√n (local: n clients' independent noises averaged). ``mean_update_norm``: the
+    mean of the update norms the clients reported (before clipping).
+    """
 
     status: str  # "ok" or "skipped" (no quorum)
     state: dict[str, np.ndarray] | None
@@ -999,21 +1150,34 @@ def dp_fedavg_round(
     timeout: float | None,
     quorum: int,
     before_release: Callable[[int], None] | None = None,
+    noise: Any = None,
+    local_noise_multiplier: float = 0.0,
 ) -> WeightRound:
-    """One FedAvg round of ``request.arrays`` in Flower's client-side fixed-clipping DP wrapper; returns the result.
+    """One FedAvg round of ``request.arrays`` in the client-side fixed-clipping DP wrapper; returns the result.
 
-    ``configure_train`` of ``fixed_clipping_fedavg(σ, request.clip, len(nodes))`` builds the
+    ``configure_train`` of ``fixed_clipping_fedavg(σ, request.clip, len(nodes), noise)`` builds the
     ``train`` messages (one ArrayRecord + one ConfigRecord with Flower's ``clipping_norm``);
     ``send`` carries their contents; replies that fail, time out or come back with an update
     larger than the clip (a client that skipped clipping would break the guarantee) are dropped.
     With a quorum, ``before_release(answered)`` runs (charge the ledger there; raising stops the
     release), the wrapper's noise is set for the clients that answered (std σ·clip/n), and its
-    ``aggregate_train`` returns the unweighted mean + N(0, (σ·clip/n)²) per coordinate. Flower
-    draws that noise from NumPy's global generator (``np.random.normal``), not a secure source.
+    ``aggregate_train`` returns the unweighted mean + N(0, (σ·clip/n)²) per coordinate, drawn from
+    ``noise`` (``federation.dp.NoiseSource``; None: the OS CSPRNG), never from NumPy's global
+    generator. ``local_noise_multiplier`` σ_c > 0 (local DP): the config also carries
+    ``federation.weights.LOCAL_NOISE`` = σ_c, each client adds N(0, (σ_c·clip)²) to its clipped
+    update, the clip check is skipped (a noised update is longer than the clip by design) and
+    ``noise_multiplier`` should be 0 (the server only averages).
     """
-    arrays = float_arrays(request.arrays)
+    from federation.weights import LOCAL_NOISE
+
+    local = local_noise_multiplier > 0
+    if local and not math.isfinite(request.clip):
+        raise FederationConfigError("dp_fedavg_round: local noise needs a finite clip (field 'weight_clip')")
+    arrays = federated_arrays(request.arrays)
     content = encode_train_request(replace(request, arrays=arrays))
-    strategy = fixed_clipping_fedavg(noise_multiplier, request.clip, len(nodes))
+    if local:
+        content[CONFIG][LOCAL_NOISE] = float(local_noise_multiplier)
+    strategy = fixed_clipping_fedavg(noise_multiplier, request.clip, len(nodes), noise)
     messages = list(strategy.configure_train(request.round, content[ARRAYS], content[CONFIG], _Nodes(nodes)))
     by_node = {int(m.metadata.dst_node_id): m for m in messages}
     replies = send(TRAIN, {n: m.content for n, m in by_node.items()}, timeout)
@@ -1025,7 +1189,7 @@ def dp_fedavg_round(
             failures[n] = f"train: {rep.reason if isinstance(rep, Failure) else type(rep).__name__}"
             continue
         norm = _update_norm(rep.arrays, arrays)
-        if norm > request.clip * (1 + 1e-4) + 1e-7:
+        if not local and norm > request.clip * (1 + 1e-4) + 1e-7:
             failures[n] = f"train: update norm {norm:.4g} exceeds the clip {request.clip:.4g} (not clipped)"
             continue
         good[n] = rep
@@ -1038,6 +1202,8 @@ def dp_fedavg_round(
         # The wrapper's noise is σ·clip/num_sampled_clients: calibrate it to the mean it noises.
         strategy.num_sampled_clients = len(good)
         std = float(noise_multiplier) * float(request.clip) / len(good)
+    if local:
+        std = float(local_noise_multiplier) * float(request.clip) / math.sqrt(len(good))
     answers = []
     for n, rep in good.items():
         reply = encode_train_reply(TrainReply({k: rep.arrays[k] for k in arrays}, rep.n_examples, rep.update_norm))

@@ -12,6 +12,15 @@ timeout, and turns error replies, malformed replies and missing replies into ``F
 the round logic decides about quorum. ``train`` requests arrive already as the RecordDict Flower's
 ``DifferentialPrivacyClientSideFixedClipping`` built (``federation.server.dp_fedavg_round``) and go
 out as they are; their replies are checked against the arrays sent.
+
+Weight rounds (run_config ``weight-rounds``) need the initial global supernet on the ServerApp's
+machine: ``supernet-weights`` names either a ``fleetnas supernet train`` output directory (read
+with torch) or a weights ``.npz`` (``fleetnas federate export-weights``; read without torch, so
+a torch-free server can coordinate weight rounds). The clients need no supernet file for weight
+rounds: the weights travel in the ``train`` messages (and, in ``supernet`` accuracy rounds, with
+the propose/score messages). With torch on the server the global supernet is measured before and
+after each weight round (``federation.weights.SupernetProbe``), and at the end it is saved to
+``<out-dir>/supernet/`` as a trained-supernet directory (``TrainedSupernet.load`` reads it).
 """
 
 from __future__ import annotations
@@ -41,9 +50,19 @@ from federation.protocol import (
     encode_score_request,
 )
 from federation.server import Failure, FederatedSearch, FederationConfig, FederationConfigError, Send
+from federation.weights import SUPERNET_META, SUPERNET_RECORD, SupernetWeights, WeightsError, attach_supernet
 from search.space.mobilenetv3 import MobileNetV3Config, MobileNetV3Space
 
-__all__ = ["FederationError", "app", "config_from_run_config", "grid_send", "make_server_app", "wait_for_nodes"]
+__all__ = [
+    "FederationError",
+    "app",
+    "config_from_run_config",
+    "grid_send",
+    "make_server_app",
+    "prepare_supernet",
+    "save_supernet",
+    "wait_for_nodes",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -62,6 +81,7 @@ _RUN_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "seed": ("seed", int),
     "train-steps": ("train_steps", int),
     "train-lr": ("train_lr", float),
+    "weight-clip": ("weight_clip", float),
     "baseline-predictor": ("baseline_predictor", str),
     "final-pool": ("final_pool", int),
     "budget-ramp": ("budget_ramp", float),
@@ -75,7 +95,7 @@ _RUN_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 # Read by the ClientApp or by main itself, not by FederationConfig.
 _OTHER_KEYS = ("out-dir", "space", "weight-rounds", "tier-deadlines", "predictor", "alpha", "data-seed",
-               "battery-floor", "supernet", "noise-seed")
+               "battery-floor", "supernet", "noise-seed", "supernet-weights")
 
 
 class FederationError(RuntimeError):
@@ -132,17 +152,27 @@ def wait_for_nodes(grid: Grid, minimum: int, wait_s: float, poll_s: float = 0.5)
         time.sleep(poll_s)
 
 
-def grid_send(grid: Grid, space: MobileNetV3Space) -> Send:
-    """A ``Send`` over ``grid``: requests become Messages, replies (or their absence) become values or Failures."""
+def grid_send(grid: Grid, space: MobileNetV3Space, supernet: Callable[[], Any] | None = None) -> Send:
+    """A ``Send`` over ``grid``: requests become Messages, replies (or their absence) become values or Failures.
+
+    ``supernet()`` (e.g. ``FederatedSearch.global_supernet``) gives the current global weights;
+    propose/score requests of ``supernet`` accuracy rounds carry them (``attach_supernet``).
+    """
 
     def send(mtype: str, requests: Mapping[int, Any], timeout: float | None) -> dict[int, Any]:
         messages = []
         sent_arrays: dict[int, Any] = {}  # train: the arrays sent, decoded once per (shared) RecordDict
+        shared: RecordDict | None = None  # the global weights' records, built once per call
         for node, req in requests.items():
-            if isinstance(req, ProposeRequest):
-                content, round_ = encode_propose_request(req), req.round
-            elif isinstance(req, ScoreRequest):
-                content, round_ = encode_score_request(req), req.round
+            if isinstance(req, ProposeRequest | ScoreRequest):
+                encode = encode_propose_request if isinstance(req, ProposeRequest) else encode_score_request
+                content, round_ = encode(req), req.round
+                if shared is None and supernet is not None and req.source == "supernet":
+                    weights = supernet()
+                    shared = attach_supernet(RecordDict(), weights) if weights is not None else None
+                if shared is not None and req.source == "supernet":
+                    content[SUPERNET_RECORD] = shared[SUPERNET_RECORD]
+                    content[SUPERNET_META] = shared[SUPERNET_META]
             elif isinstance(req, RecordDict):
                 if id(req) not in sent_arrays:
                     sent_arrays[id(req)] = decode_train_request(req).arrays
@@ -176,6 +206,61 @@ def grid_send(grid: Grid, space: MobileNetV3Space) -> Send:
     return send
 
 
+def prepare_supernet(
+    search: FederatedSearch, weights: SupernetWeights | str | Path | None, measure: bool = True
+) -> None:
+    """Attach the initial global supernet (weights or a path for ``load_weights``) to ``search`` for its weight rounds.
+
+    No-op without weight rounds or weights (a run with weight rounds but no weights, not resumed
+    with its own, is a FederationConfigError naming ``supernet-weights``). ``measure``: attach a
+    ``SupernetProbe`` when the weights carry their training configuration and torch imports.
+    """
+    cfg = search.config
+    needed = bool(cfg.weight_rounds) or cfg.source == "supernet"
+    if not needed:
+        return
+    if weights is None:
+        if search.supernet_state is None and cfg.weight_rounds:
+            raise FederationConfigError(
+                "run_config: key 'supernet-weights' is needed for 'weight-rounds' (a trained supernet directory "
+                "or a weights .npz on the ServerApp's machine)"
+            )
+        weights = search.global_supernet()
+        if weights is None:
+            return
+    if not isinstance(weights, SupernetWeights):
+        from federation.weights import load_weights
+
+        try:
+            weights = load_weights(weights)
+        except WeightsError as exc:
+            raise FederationConfigError(f"run_config: key 'supernet-weights': {exc}") from None
+    probe = None
+    if measure and weights.train_config is not None:
+        try:
+            from federation.weights import SupernetProbe
+
+            probe = SupernetProbe(weights.train_config)
+        except ImportError:
+            _log.info("weight rounds: no torch on the server, the global supernet's accuracy is not measured")
+    search.attach_supernet(weights, probe)
+
+
+def save_supernet(search: FederatedSearch, out: Path | None, summary: dict[str, Any]) -> Path | None:
+    """Write the global supernet to ``out/supernet`` (``export_supernet``), noted in ``summary``; returns the dir."""
+    weights = search.global_supernet()
+    if out is None or weights is None or not search.config.weight_rounds or weights.train_config is None:
+        return None
+    from federation.weights import export_supernet
+    from runtime.fileio import write_text_atomic
+
+    path = export_supernet(weights, out / "supernet")
+    if summary.get("weights") is not None:
+        summary["weights"]["supernet_dir"] = str(path)
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+    return path
+
+
 def make_server_app(
     config: FederationConfig | None = None,
     out_dir: str | Path | None = None,
@@ -183,19 +268,28 @@ def make_server_app(
     resume: bool = False,
     noise_seed: int | None = None,
     on_round: Callable[[Any], None] | None = None,
+    supernet: SupernetWeights | str | Path | None = None,
+    measure_supernet: bool = True,
 ) -> ServerApp:
-    """A ServerApp running ``config`` (or the run_config's, when ``config`` is None) and writing to ``out_dir``."""
+    """A ServerApp running ``config`` (or the run_config's, when ``config`` is None) and writing to ``out_dir``.
+
+    ``supernet``: the initial global weights of weight rounds (else run_config ``supernet-weights``).
+    """
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        cfg, run_out = config_from_run_config(dict(context.run_config or {})) if config is None else (config, None)
+        run_config = dict(context.run_config or {})
+        cfg, run_out = config_from_run_config(run_config) if config is None else (config, None)
         out = Path(out_dir) if out_dir is not None else run_out
         search = FederatedSearch(cfg, out_dir=out, rng_seed=noise_seed, resume=resume)
+        initial = supernet if supernet is not None else (str(run_config.get("supernet-weights") or "") or None)
+        prepare_supernet(search, initial, measure_supernet)
         nodes = wait_for_nodes(grid, cfg.min_nodes, cfg.wait_s)
         _log.info("federated search: %d nodes connected, %d rounds", len(nodes), cfg.rounds)
-        send = grid_send(grid, search.space)
+        send = grid_send(grid, search.space, search.global_supernet)
         summary = search.run(send, lambda: sorted(int(n) for n in grid.get_node_ids()), progress=on_round)
+        save_supernet(search, out, summary)
         if on_finish is not None:
             on_finish(search, summary)
 

@@ -18,6 +18,13 @@ Outputs in ``out``: ``round_NNN.json`` (global front per tier, chosen arch per t
 ``summary.json``, ``privacy_utility.json`` + ``.png`` (for each ε, the regret of the privately
 chosen arch against the non-private choice on the same last-round scores, over many noise
 seeds) and ``fronts_<tier>.png``.
+
+Weight rounds (``Scenario.weight_rounds``): the ServerApp starts from a trained supernet
+(``Scenario.supernet``, default the cache dir's, trained on demand like the predictor), each
+such round the devices fine-tune it on their partitions and the server averages the clipped
+(and noised) updates; ``summary.json`` reports the largest and smallest subnet's validation
+top-1 before and after each weight round, and the final global supernet is saved to
+``<out>/supernet/`` (a trained-supernet directory).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,11 +53,14 @@ __all__ = [
     "default_tiers",
     "fleet_setup",
     "inprocess_send",
+    "inprocess_task",
     "privacy_utility",
     "rescore_history",
     "resolve_predictor",
+    "resolve_supernet",
     "run_scenario",
     "tier_deadlines",
+    "weight_round_line",
 ]
 
 DEFAULT_EPSILONS = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -80,7 +90,7 @@ class Scenario:
     battery_floor: float = 15.0
     deadline_quantile: float = 0.6
     quorum: float = 0.5
-    clip: float = 0.2  # L2 clip of a client's (baseline-subtracted, centred) score vector
+    clip: float = 0.1  # L2 clip of a client's (baseline-subtracted, centred) score vector
     baseline: bool = True  # subtract the public per-tier baseline (central predictor, catalogue deadlines)
     final_pool: int = 5  # successive halving of the scored pool down to this many (0: off)
     budget_ramp: float = 1.0  # round r's score release gets budget_ramp**(r-1) of the budget (relative)
@@ -88,6 +98,11 @@ class Scenario:
     epsilons: tuple[float, ...] = DEFAULT_EPSILONS
     utility_seeds: int = 50
     cpus_per_client: float = 1.0
+    weight_rounds: tuple[int, ...] = ()  # rounds that also fine-tune and average the supernet
+    supernet: str | None = None  # initial weights (supernet dir or .npz); None: the cache dir's, built if missing
+    weight_clip: float = 3.0  # L2 clip of a device's supernet update (federation.server.FederationConfig)
+    train_steps: int = 5  # local fine-tuning steps per weight round
+    train_lr: float = 0.003  # measured: 0.01 lowered the demo supernet's top-1 after one round, 0.003 raised it
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ScenarioError:
@@ -111,6 +126,14 @@ class Scenario:
             raise bad("clip", "need a positive L2 clip")
         if not self.epsilons or any(e <= 0 for e in self.epsilons):
             raise bad("epsilons", "need a non-empty list of positive numbers")
+        if any(isinstance(r, bool) or not isinstance(r, int) or not 1 <= r <= self.rounds for r in self.weight_rounds):
+            raise bad("weight_rounds", f"need round numbers in 1..{self.rounds} (--rounds)")
+        if not (math.isfinite(self.weight_clip) and self.weight_clip > 0):
+            raise bad("weight_clip", "need a finite L2 norm > 0")
+        if not (math.isfinite(self.train_lr) and self.train_lr > 0):
+            raise bad("train_lr", "need a learning rate > 0")
+        if isinstance(self.train_steps, bool) or not isinstance(self.train_steps, int) or self.train_steps < 1:
+            raise bad("train_steps", "need an integer >= 1")
 
 
 # ---- the fleet ---------------------------------------------------------------------------------
@@ -186,6 +209,30 @@ def resolve_predictor(scenario: Scenario, progress: bool) -> tuple[str, Any]:
 
         return str(path), make_space(json.loads((path.parent / "space.json").read_text()))
     return str(path), MobileNetV3Space(MobileNetV3Config.preset("mnist"))
+
+
+def resolve_supernet(scenario: Scenario, progress: bool) -> str | None:
+    """Path of the initial supernet of the weight rounds (None without any): the given one, else the cache dir's.
+
+    The cache dir's is trained on demand (``search.supernet.artefacts.ensure_trained`` with the demo
+    configuration), as ``resolve_predictor`` does for the predictor it is measured from.
+    """
+    if not scenario.weight_rounds:
+        return None
+    if scenario.supernet is not None:
+        path = Path(scenario.supernet)
+        if not path.exists():
+            raise ScenarioError(f"--supernet: {path}: not found (a trained supernet directory or a weights .npz)")
+        return str(path.resolve())
+    from search.supernet.trained import CONFIG_FILE, WEIGHTS_FILE
+
+    root = Path(scenario.cache_dir) / "supernet"
+    if not ((root / WEIGHTS_FILE).is_file() and (root / CONFIG_FILE).is_file()):
+        from search.supernet.artefacts import ensure_trained
+
+        ensure_trained("demo", root, progress=progress,
+                       log=(lambda m: print(f"[artefacts] {m}", flush=True)) if progress else (lambda m: None))
+    return str(root.resolve())
 
 
 # ---- privacy-utility ---------------------------------------------------------------------------
@@ -402,33 +449,63 @@ def plot_fronts(search: Any, out_dir: Path) -> list[str]:
 
 
 # ---- an in-process fleet (no Ray) ---------------------------------------------------------------
-def inprocess_send(settings: Any, clients: int) -> Callable[..., dict[int, Any]]:
+def inprocess_send(
+    settings: Any, clients: int, supernet: Callable[[], Any] | None = None
+) -> Callable[..., dict[int, Any]]:
     """A ``federation.server.Send`` answering with the ClientApp's own handlers in this process (node id = partition).
 
     The same ``answer_propose``/``answer_score`` the Flower handlers call, minus the transport: for
-    experiments that repeat a whole federated run many times (the benchmark's DP seeds).
+    experiments that repeat a whole federated run many times (the benchmark's DP seeds). ``train``
+    requests (the RecordDict Flower's strategy built) are answered by ``train_reply``: the handler
+    plus what its mods do (Flower's clipping, the local-DP noise). ``supernet()`` gives the global
+    weights that ``supernet`` accuracy requests carry (as ``grid_send`` attaches them).
     """
-    from federation.client_app import Offline, answer_propose, answer_score, settings_for
-    from federation.protocol import PROPOSE, SCORE
+    from federation.client_app import Offline, answer_propose, answer_score, settings_for, train_reply
+    from federation.protocol import PROPOSE, SCORE, TRAIN, decode_train_request
     from federation.server import Failure
+    from federation.weights import LOCAL_NOISE
 
     nodes = {
         pid: settings_for({"partition-id": pid, "num-partitions": clients}, {}, settings) for pid in range(clients)
     }
 
     def send(mtype: str, requests: Any, timeout: float | None) -> dict[int, Any]:
-        answer = {PROPOSE: answer_propose, SCORE: answer_score}.get(mtype)
-        if answer is None:
-            raise ScenarioError(f"inprocess_send: message type {mtype!r} is not simulated in process")
         out: dict[int, Any] = {}
         for node, req in requests.items():
             try:
-                out[node] = answer(nodes[node], req)
+                if mtype == TRAIN:
+                    treq = decode_train_request(req, node=node)
+                    out[node] = train_reply(nodes[node], treq, float(req["config"].get(LOCAL_NOISE, 0.0)))
+                elif mtype in (PROPOSE, SCORE):
+                    answer = answer_propose if mtype == PROPOSE else answer_score
+                    weights = supernet() if supernet is not None and req.source == "supernet" else None
+                    out[node] = answer(nodes[node], req, supernet=weights)
+                else:
+                    raise ScenarioError(f"inprocess_send: message type {mtype!r} is not simulated in process")
             except Offline as exc:
                 out[node] = Failure(node, str(exc))
         return out
 
     return send
+
+
+@contextlib.contextmanager
+def inprocess_task(run_id: int = 0) -> Any:
+    """Context in which Flower Messages can be built outside a Flower run (the in-process fleet's weight rounds).
+
+    Flower's strategies build ``train`` Messages (``configure_train``), and a Message reads the
+    process's task identity, which only a ServerApp run sets. For an in-process fleet this sets a
+    local one (``run_id``) when none is set, and restores the previous identity on exit.
+    """
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    if saved[0] is None:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = run_id, 1, 1
+    try:
+        yield
+    finally:
+        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 def fleet_setup(scenario: Scenario, out_dir: Path, progress: bool = False) -> tuple[Any, Any, dict[str, Any]]:
@@ -452,13 +529,16 @@ def fleet_setup(scenario: Scenario, out_dir: Path, progress: bool = False) -> tu
         seed=scenario.seed, tier_deadlines=deadlines, timeout_s=None,
         baseline_predictor=str(Path(predictor).resolve()) if scenario.baseline else None,
         final_pool=scenario.final_pool, budget_ramp=scenario.budget_ramp,
+        weight_rounds=tuple(scenario.weight_rounds), weight_clip=scenario.weight_clip,
+        train_steps=scenario.train_steps, train_lr=scenario.train_lr,
     )
     settings = ClientSettings(
         predictor=str(Path(predictor).resolve()), alpha=scenario.alpha, data_seed=scenario.seed, tiers=tiers,
         tier_deadlines=deadlines, battery_floor=scenario.battery_floor,
         battery_dir=str((out_dir / "traces").resolve()),
     )
-    facts = {"tiers": tiers, "deadlines": deadlines, "offline_per_round": offline.sum(axis=0).tolist()}
+    facts = {"tiers": tiers, "deadlines": deadlines, "offline_per_round": offline.sum(axis=0).tolist(),
+             "supernet": resolve_supernet(scenario, progress)}
     return config, settings, facts
 
 
@@ -562,8 +642,11 @@ def run_scenario(
             + (f", best {'noisy ' if scenario.dp_mode != 'off' else ''}score {result.chosen['score']:.4f}"
                if result.chosen else "")
             + f", ε {result.epsilon:.3g} [{time.perf_counter() - started:.0f} s]")
+        if result.train is not None:
+            say(f"round {result.round}: {weight_round_line(result.train)}")
 
-    server_app = make_server_app(config, out, on_finish=on_finish, noise_seed=scenario.noise_seed, on_round=on_round)
+    server_app = make_server_app(config, out, on_finish=on_finish, noise_seed=scenario.noise_seed, on_round=on_round,
+                                 supernet=facts["supernet"])
     client_app = make_client_app(settings)
     # Flower logs every message at INFO; our per-round line is the progress.
     logging.getLogger("flwr").setLevel(logging.WARNING)
@@ -618,6 +701,20 @@ def run_scenario(
     result["wall_seconds"] = time.perf_counter() - started
     write_text_atomic(out / "simulation.json", json.dumps(result, indent=1, default=_json_default))
     return result
+
+
+def weight_round_line(info: Mapping[str, Any]) -> str:
+    """One line about a weight round's result (its ``RoundResult.train`` info)."""
+    def acc(a: Mapping[str, float] | None) -> str:
+        return f"{a['largest']:.2f}/{a['smallest']:.2f} %" if a else "not measured"
+
+    if info.get("status") != "ok":
+        return f"weight round {info.get('status')} ({info.get('answered', 0)}/{info.get('asked', 0)} answered)"
+    norm = info.get("mean_update_norm")
+    return (f"weight round {info['answered']}/{info['asked']} trained, top-1 largest/smallest "
+            f"{acc(info.get('accuracy_before'))} -> {acc(info.get('accuracy_after'))}, "
+            f"mean update norm {'n/a' if norm is None else f'{norm:.3g}'}, noise std {info['noise_std']:.3g}, "
+            f"ε charged {info['epsilon_charged']:.3g}")
 
 
 def _json_default(o: Any) -> Any:

@@ -155,10 +155,10 @@ def test_fine_tune_and_supernet_accuracy_on_a_local_partition(space) -> None:
     new, norm = fine_tune(state, space, data, steps=2, lr=0.01, clip=0.5, seed=1)
     assert list(new) == list(state) and all(new[k].shape == state[k].shape for k in state)
     # the federated form: only the floating arrays (BatchNorm counters stay with the server), same keys back
-    from federation.protocol import float_arrays
+    from federation.protocol import federated_arrays
 
-    floats_only, norm2 = fine_tune(float_arrays(state), space, data, steps=2, lr=0.01, clip=0.0, seed=1)
-    assert list(floats_only) == list(float_arrays(state)) and norm2 > 0.5
+    floats_only, norm2 = fine_tune(federated_arrays(state), space, data, steps=2, lr=0.01, clip=0.0, seed=1)
+    assert list(floats_only) == list(federated_arrays(state)) and norm2 > 0.5
     floats = [k for k in state if np.issubdtype(state[k].dtype, np.floating)]
     delta = np.sqrt(sum(float(np.sum((new[k].astype(float) - state[k]) ** 2)) for k in floats))
     assert norm > 0.5 and delta == pytest.approx(0.5, rel=1e-3)  # the update was clipped to 0.5

@@ -35,7 +35,7 @@ from federation.protocol import (
     encode_propose_request,
     encode_score_request,
     encode_train_request,
-    float_arrays,
+    federated_arrays,
 )
 from federation.server_app import config_from_run_config
 from runtime.telemetry import Signals, write_trace
@@ -227,7 +227,7 @@ def test_train_handler_fine_tunes_the_supernet_and_clips(space) -> None:
 
     torch.manual_seed(0)
     full = {k: v.detach().numpy().copy() for k, v in MobileNetV3Supernet(space, 8).state_dict().items()}
-    state = float_arrays(full)
+    state = federated_arrays(full)
     app = make_client_app(ClientSettings())
     req = TrainRequest(SMALL_SPACE, 1, state, steps=1, lr=0.05, clip=0.05, seed=2)
     reply = app(message(encode_train_request(req), TRAIN), context(NODE))

@@ -36,7 +36,7 @@ from federation.protocol import (
     encode_space,
     encode_train_reply,
     encode_train_request,
-    float_arrays,
+    federated_arrays,
 )
 from search.space.mobilenetv3 import MobileNetV3Config, MobileNetV3Space
 from tests.federation.conftest import SMALL_SPACE
@@ -167,7 +167,10 @@ def test_train_round_trip_and_shape_check() -> None:
     bad["config"][CLIPPING_NORM] = 0.0
     with pytest.raises(ProtocolError, match="node 4: field 'clipping_norm': need a number > 0"):
         decode_train_request(bad, node=4)
-    assert list(float_arrays(state)) == ["a.weight"]  # integer BatchNorm counters are not federated
+    assert list(federated_arrays(state)) == ["a.weight"]  # integer BatchNorm counters are not federated
+    bn = {"bn.weight": np.ones(2, np.float32), "bn.running_mean": np.zeros(2, np.float32),
+          "bn.running_var": np.ones(2, np.float32), "bn.bias": np.zeros(2, np.float32)}
+    assert list(federated_arrays(bn)) == ["bn.weight", "bn.bias"]  # statistics are recalibrated, not federated
     assert np.array_equal(back.arrays["a.weight"], state["a.weight"])
     assert int(back.arrays["bn.num_batches"]) == 3
 

@@ -14,7 +14,7 @@ import pytest
 from federation.accounting import PrivacyLedger
 from federation.aggregate import ClientScores, centralised_choice
 from federation.client import clip_update, local_search, score_candidates
-from federation.dp import DPConfig, calibrate_noise_multiplier, rdp_delta
+from federation.dp import DPConfig, calibrate_noise_multiplier, noise_rng, rdp_delta
 from federation.protocol import (
     PROPOSE,
     SCORE,
@@ -288,8 +288,7 @@ def test_weight_round_noise_std_is_sigma_clip_over_n(fleet: Fleet, server_task) 
     nodes = fleet.nodes[:8]
     fleet.down[TRAIN] = {nodes[-1]}  # 7 answer: the noise is calibrated to the 7 averaged
     req = TrainRequest(SMALL_SPACE, 1, state, clip=2.0)
-    np.random.seed(3)  # Flower's wrapper draws its noise from NumPy's global generator
-    out = dp_fedavg_round(fleet.send, nodes, req, 5.0, None, quorum=4)
+    out = dp_fedavg_round(fleet.send, nodes, req, 5.0, None, quorum=4, noise=noise_rng(3))
     assert out.answered == 7 and out.noise_std == pytest.approx(5.0 * 2.0 / 7)
     noise = out.state["w"].astype(float) - 0.01
     assert abs(noise.mean()) < 4 * out.noise_std / 100  # 10,000 draws
@@ -308,7 +307,7 @@ def test_weight_round_runs_in_the_search_and_is_charged_to_the_ledger(fleet: Fle
     assert search.supernet_state["n"] == 1 and fleet.train_requests[-1].clip == np.inf
     # central DP, half the fleet asked: charged at the plan's weight σ and sampling rate asked / available
     dp = DPConfig(mode="central", epsilon=1.0, clip=0.5, seed=1)
-    search = FederatedSearch(config(rounds=2, dp=dp, fraction=0.5, weight_rounds=(2,)), rng_seed=1)
+    search = FederatedSearch(config(rounds=2, dp=dp, fraction=0.5, weight_rounds=(2,), weight_clip=0.5), rng_seed=1)
     search.supernet_state = state
     summary = search.run(fleet.send, lambda: fleet.nodes)
     assert [r["status"] for r in summary["rounds"]] == ["ok", "ok"]
