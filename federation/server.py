@@ -461,11 +461,14 @@ class FederatedSearch:
     def _round_charges(self, round_: int, weight_rate: float = 1.0) -> list[tuple[float, float, str]]:
         """(noise multiplier, sampling rate, label) of every Gaussian release round ``round_`` makes, in order.
 
-        ``weight_rate``: the weight round's sampling rate (the nodes it may ask / the available ones).
+        ``weight_rate``: the weight round's sampling rate (the nodes it may ask / the available ones);
+        in local mode a weight round is charged at rate 1 (``weight_round``), so the projection is too.
         """
         dp, plan = self.config.dp, self.plan
         if dp.mode == "off" or plan is None:
             return []
+        if dp.mode == "local":
+            weight_rate = 1.0
         charges = []
         if plan.union:
             charges.append((plan.union_sigma, 1.0, f"round {round_}: set union"))

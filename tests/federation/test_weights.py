@@ -208,6 +208,9 @@ def test_local_mode_noises_on_the_clients_and_charges_half_their_sigma(space, ta
     assert train["mean_update_norm"] is None
     # and the ε of the run stays within the budget with the weight round included
     assert 0 < search.epsilon <= 4.0 + 1e-9
+    # the budget check projects the weight round at the rate it is charged at (1), not the asked fraction
+    projected = [rate for _, rate, label in search._round_charges(1, weight_rate=0.5) if "weights" in label]
+    assert projected == [1.0]
 
 
 def _mock_message(content: RecordDict, mtype: str) -> Message:
