@@ -12,13 +12,21 @@ agreement in one run and prints one JSON document:
    NetSpec) and one arch is drawn from each MACs quantile bin;
 3. each one's supernet-inherited top-1 on the validation split (``SupernetEvaluator``: extract,
    BN recalibration on ``eval.bn_images`` training images, evaluate);
-4. each one's stand-alone top-1 on the same split: the extracted architecture re-initialised
-   (seeded) and trained from scratch on the same training split with SGD + Nesterov and a cosine
-   LR for ``--epochs`` epochs;
-5. Kendall τ-b and Spearman ρ between the two, per-subnet rows and timings.
+4. each one's stand-alone top-1 on the same images: the extracted architecture re-initialised
+   (seeded) and trained from scratch on the same training split (Adam, cosine LR) for
+   ``--epochs`` epochs, ``--standalone-seeds`` times, averaged;
+5. Kendall τ-b and Spearman ρ between the two, per-subnet rows and timings, and the reference's
+   own noise ceiling (``reference_noise``): from the seed-to-seed spread and the subnets' true
+   spread, the τ a *perfect* ranker could reach against this reference.
 
-    python -m benchmarks.supernet_ranking [--supernet DIR] [--config YAML] [--epochs 4] [--quick]
-        [--reference-cache FILE.json]
+    python -m benchmarks.supernet_ranking [--supernet DIR] [--config YAML] [--epochs 12]
+        [--standalone-seeds 3] [--eval-split val+test] [--reference-cache FILE.json] [--quick]
+
+Read ``kendall_tau`` against ``reference_noise.expected_tau_ceiling``. On the embedded MNIST
+digits every subnet of the demo space trains to 95–97 % on its own: the subnets' true spread
+(~0.4–0.6 points) is no larger than one training's seed noise (~0.4–0.5 points on 1,500 images),
+so three seeds put the ceiling near 0.65–0.75 and a τ ≥ 0.8 cannot be shown on this data, whatever
+the supernet; a data set on which the architectures differ by more than the seed noise can.
 
 The stand-alone reference is the expensive, noisy half (each run is a full training; seeds move
 it by points). ``--reference-cache`` keeps every stand-alone run keyed by what determines it
@@ -225,20 +233,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", help=f"supernet training YAML or preset name [{DEFAULT_CONFIG}]")
     parser.add_argument("--out", default="runs/supernet_ranking", help="where to train the supernet if not given")
     parser.add_argument("--n-subnets", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=4, help="stand-alone training epochs per subnet")
+    parser.add_argument("--epochs", type=int, default=12, help="stand-alone training epochs per subnet [12]")
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="stand-alone optimizer [adam]")
     parser.add_argument(
         "--standalone-seeds",
         type=int,
-        default=1,
-        help="stand-alone trainings per subnet, averaged (reference noise) [1]",
+        default=3,
+        help="stand-alone trainings per subnet, averaged; ≥ 2 gives the noise ceiling [3]",
     )
     parser.add_argument(
         "--eval-split",
         choices=("val", "val+test"),
-        default="val",
-        help="images both accuracies are measured on; val+test doubles them (less sampling noise) [val]",
+        default="val+test",
+        help="images both accuracies are measured on; val+test doubles them (less sampling noise) [val+test]",
     )
     parser.add_argument(
         "--recalibration-images", type=int, default=0, help="BN recalibration images [the config's eval.bn_images]"
