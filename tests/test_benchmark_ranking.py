@@ -1,0 +1,46 @@
+"""The ranking benchmark's noise ceiling: the τ a perfect ranker reaches against a noisy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.supernet_ranking import ReferenceCache, reference_noise
+from search.predictors.mlp import kendall_tau
+
+
+def test_ceiling_matches_a_simulated_perfect_ranker() -> None:
+    rng = np.random.default_rng(0)
+    subnets, seeds, spread, noise = 16, 3, 1.0, 0.6
+    ceilings, achieved = [], []
+    for _ in range(400):
+        truth = rng.normal(95.0, spread, subnets)
+        runs = truth[:, None] + rng.normal(0.0, noise, (subnets, seeds))
+        ceilings.append(reference_noise(runs)["expected_tau_ceiling"])
+        achieved.append(kendall_tau(truth, runs.mean(axis=1)))  # the truth itself, ranked against the reference
+    # the estimate from the runs alone agrees with what a perfect ranker actually reaches
+    assert np.mean(ceilings) == pytest.approx(np.mean(achieved), abs=0.03)
+    assert np.mean(achieved) < 0.85  # and it is well below 1: the reference's noise caps τ
+
+
+def test_ceiling_needs_two_seeds_and_falls_with_noise() -> None:
+    rng = np.random.default_rng(1)
+    truth = rng.normal(95.0, 1.0, 16)
+    assert reference_noise(truth[:, None]) is None
+    quiet = reference_noise(truth[:, None] + rng.normal(0, 0.1, (16, 3)))
+    loud = reference_noise(truth[:, None] + rng.normal(0, 2.0, (16, 3)))
+    assert quiet is not None and loud is not None
+    assert quiet["expected_tau_ceiling"] > 0.9 > loud["expected_tau_ceiling"]
+
+
+def test_reference_cache_persists_and_refuses_foreign_files(tmp_path) -> None:
+    path = tmp_path / "ref.json"
+    cache = ReferenceCache(str(path))
+    key = ReferenceCache.key(code=[1, 2], seed=0, epochs=12)
+    assert key == ReferenceCache.key(epochs=12, seed=0, code=[1, 2])  # order-independent
+    assert key != ReferenceCache.key(code=[1, 2], seed=1, epochs=12)
+    cache.put(key, 95.5)
+    assert ReferenceCache(str(path)).get(key) == 95.5
+    path.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="not a reference cache"):
+        ReferenceCache(str(path))
