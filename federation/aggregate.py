@@ -4,7 +4,10 @@
 exactly (DP off, equal to ``centralised_choice`` on the union of all scores) or through one
 Gaussian release (``federation.dp.private_weighted_mean``). Fronts and mode plans per device tier
 use the (noisy) aggregated accuracy with latency and energy from the *public* catalogue profiles,
-so they cost no privacy beyond the score release itself.
+so they cost no privacy beyond the score release itself. A client scores 0 where an architecture
+misses its own deadline, so the fleet mean understates the accuracy of an architecture only the
+fast tiers can run; ``runnable_accuracy`` rescales it to the clients able to run it (public
+deadlines and latencies, the server's own count of who answered) before the fronts are taken.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ __all__ = [
     "regret",
     "relative_regret",
     "report_weights",
+    "runnable_accuracy",
     "score_matrix",
     "tier_fronts",
 ]
@@ -212,6 +216,35 @@ class TierFront:
             return select_modes(self.metrics, rules, archs=self.archs(), device=self.tier)
         except ModeSelectionError:
             return None
+
+
+def runnable_accuracy(
+    codes: np.ndarray,
+    mean: np.ndarray,
+    weight_per_tier: Mapping[str, float],
+    deadlines: Mapping[str, float],
+    tables: Mapping[str, SpaceCostTable],
+) -> np.ndarray:
+    """Per candidate, the fleet mean rescaled to the clients whose tier meets its deadline, clipped to [0, 1].
+
+    The fleet mean ``Σ_i w_i Score_i(A) / Σ_i w_i`` counts a 0 for every client that cannot run A in
+    time; A's accuracy among the clients that can is that mean times ``W / W_runnable(A)``, with
+    ``W_t`` the summed aggregation weights of tier t's clients. Everything used is public or the
+    server's own: the tiers' deadlines, the catalogue latencies, the weights it aggregated with.
+    Post-processing of the released mean, so no privacy cost; the clip only removes values noise
+    pushed out of range. A candidate no tier can run keeps its mean (0 up to noise).
+    """
+    codes = np.atleast_2d(np.asarray(codes))
+    mean = np.asarray(mean, dtype=np.float64).ravel()
+    total = float(sum(weight_per_tier.values()))
+    runnable = np.zeros(len(codes))
+    for tier, w in weight_per_tier.items():
+        if tier in deadlines and tier in tables:
+            runnable += w * (np.asarray(tables[tier].evaluate(codes)["latency_ms"]) <= deadlines[tier])
+        else:  # a tier without a deadline or a table runs everything: its zeros are real scores
+            runnable += w
+    scale = np.divide(total, runnable, out=np.ones_like(runnable), where=runnable > 0)
+    return np.clip(mean * scale, 0.0, 1.0)
 
 
 def tier_fronts(

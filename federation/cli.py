@@ -62,6 +62,9 @@ def register(subparsers: Subparsers) -> None:
     s.add_argument("--budget", type=int, default=120, help="local NSGA-II evaluations per device per round [120]")
     s.add_argument("--seed-pool", type=int, default=24, help="public random candidates scored each round [24]")
     s.add_argument("--clip", type=float, default=0.1, help="L2 clip of a device's score vector [0.1]")
+    s.add_argument("--deadline-ms", type=float, metavar="MS",
+                   help="one latency budget for every tier (an app's requirement: slower tiers get smaller "
+                        "networks) [each tier's own 60 %% latency quantile]")
     s.add_argument("--no-baseline", action="store_true",
                    help="no public per-tier score baseline (central predictor, catalogue deadlines)")
     s.add_argument("--utility-seeds", type=int, default=50, help="noise seeds per ε for the privacy-utility curve [50]")
@@ -136,6 +139,7 @@ def _simulate(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             utility_seeds=args.utility_seeds,
             clip=args.clip,
+            deadline_ms=args.deadline_ms,
             baseline=not args.no_baseline,
             weight_rounds=tuple(args.weight_rounds),
             supernet=args.supernet,

@@ -52,6 +52,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -61,7 +62,14 @@ import numpy as np
 from flwr.app import Message, MetricRecord, RecordDict
 
 from federation.accounting import PrivacyLedger
-from federation.aggregate import ClientScores, aggregate_scores, report_weights, score_matrix, tier_fronts
+from federation.aggregate import (
+    ClientScores,
+    aggregate_scores,
+    report_weights,
+    runnable_accuracy,
+    score_matrix,
+    tier_fronts,
+)
 from federation.dp import (
     DPConfig,
     charged_noise_multiplier,
@@ -654,7 +662,10 @@ class FederatedSearch:
                 same = [p.deadline_ms for p in proposals.values() if p.tier == rep.tier]
                 deadlines[rep.tier] = float(np.median(same))
         known, known_mean = self.known()
-        fronts_json, plans_json = self._fronts_and_plans(known, known_mean, sorted(deadlines), deadlines)
+        per_tier: Counter[str] = Counter()
+        for rep, w in zip(reports, report_weights(reports, dp), strict=True):
+            per_tier[rep.tier] += float(w)  # the server's own aggregation weights, summed per tier
+        fronts_json, plans_json = self._fronts_and_plans(known, known_mean, sorted(deadlines), deadlines, per_tier)
         chosen = {
             "index": best,
             "code": pool[best].tolist(),
@@ -713,12 +724,19 @@ class FederatedSearch:
         return float(self.ledger.delta_total) if self.config.dp.mode != "off" else 0.0
 
     def _fronts_and_plans(
-        self, pool: np.ndarray, mean: np.ndarray, tiers: list[str], deadlines: Mapping[str, float]
+        self,
+        pool: np.ndarray,
+        mean: np.ndarray,
+        tiers: list[str],
+        deadlines: Mapping[str, float],
+        weight_per_tier: Mapping[str, float],
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        for tier in tiers:
+        for tier in {*tiers, *weight_per_tier}:
             if tier not in self._tables:
                 self._tables[tier] = SpaceCostTable(self.space, load_device(tier))
-        fronts = tier_fronts(pool, mean, self.space, tiers, tables=self._tables)
+        # the fleet mean counts a 0 for every client too slow for a candidate: rescale to those who can run it
+        accuracy = runnable_accuracy(pool, mean, weight_per_tier, deadlines, self._tables)
+        fronts = tier_fronts(pool, accuracy, self.space, tiers, tables=self._tables)
         fronts_json: dict[str, Any] = {}
         plans_json: dict[str, Any] = {}
         for tier, front in fronts.items():

@@ -89,6 +89,10 @@ class Scenario:
     cache_dir: str = "out/demo/artefacts"  # shared with `fleetnas demo`: its predictor is reused
     battery_floor: float = 15.0
     deadline_quantile: float = 0.6
+    # One latency budget (ms) for every tier — an app's requirement, so slower tiers get smaller
+    # networks; None: each tier's own ``deadline_quantile`` (a deadline that bites on every tier,
+    # which with latency rankings that agree across tiers admits nearly the same architectures).
+    deadline_ms: float | None = None
     quorum: float = 0.5
     clip: float = 0.1  # L2 clip of a client's (baseline-subtracted, centred) score vector
     baseline: bool = True  # subtract the public per-tier baseline (central predictor, catalogue deadlines)
@@ -122,6 +126,8 @@ class Scenario:
             raise bad("alpha", "need a Dirichlet concentration > 0 (0.1: very skewed, 100: near IID)")
         if not 0 < self.deadline_quantile <= 1:
             raise bad("deadline_quantile", "need a number in (0, 1]")
+        if self.deadline_ms is not None and not (math.isfinite(self.deadline_ms) and self.deadline_ms > 0):
+            raise bad("deadline_ms", "need a positive number of ms, or none for per-tier quantiles")
         if not self.clip > 0:
             raise bad("clip", "need a positive L2 clip")
         if not self.epsilons or any(e <= 0 for e in self.epsilons):
@@ -155,6 +161,13 @@ def tier_deadlines(space: Any, tiers: Sequence[str], quantile: float, seed: int 
         lat = SpaceCostTable(space, load_device(tier)).evaluate(codes)["latency_ms"]
         out[tier] = float(np.round(np.quantile(lat, quantile), 4))
     return out
+
+
+def scenario_deadlines(scenario: Scenario, space: Any, tiers: Sequence[str]) -> dict[str, float]:
+    """Per tier, the deadline (ms) its devices search under: the app's ``deadline_ms`` or the tier's own quantile."""
+    if scenario.deadline_ms is not None:
+        return {tier: float(scenario.deadline_ms) for tier in tiers}
+    return tier_deadlines(space, tiers, scenario.deadline_quantile, scenario.seed)
 
 
 def battery_traces(out_dir: Path, clients: int, rounds: int, seed: int) -> dict[str, Any]:
@@ -516,7 +529,7 @@ def fleet_setup(scenario: Scenario, out_dir: Path, progress: bool = False) -> tu
 
     predictor, space = resolve_predictor(scenario, progress)
     tiers = default_tiers()
-    deadlines = tier_deadlines(space, tiers, scenario.deadline_quantile, scenario.seed)
+    deadlines = scenario_deadlines(scenario, space, tiers)
     battery = battery_traces(out_dir / "traces", scenario.clients, scenario.rounds, scenario.seed)
     offline = (battery["levels"][:, 1:] < scenario.battery_floor) & ~battery["plugged"][:, 1:]
     dp = DPConfig(

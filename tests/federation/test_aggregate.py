@@ -179,3 +179,25 @@ def test_tier_modeplan_names_archs_and_is_none_when_nothing_fits(space: MobileNe
     assert front.modeplan(deadline_ms=1e-6) is None
     with pytest.raises(DPError, match="3 accuracies for a pool of"):
         tier_fronts(pool, acc[:3], space, ["rpi4"])
+
+
+def test_runnable_accuracy_undoes_the_zeros_of_clients_too_slow_for_a_candidate(space) -> None:
+    from federation.aggregate import runnable_accuracy
+    from runtime.hardware import load_device
+    from search.cost.table import SpaceCostTable
+
+    rng = np.random.default_rng(3)
+    codes = space.sample(40, rng)
+    tables = {t: SpaceCostTable(space, load_device(t)) for t in ("orin_nx", "rpi4")}
+    lat = {t: np.asarray(tables[t].evaluate(codes)["latency_ms"]) for t in tables}
+    deadlines = {"orin_nx": float(lat["orin_nx"].max()) + 1.0, "rpi4": float(np.median(lat["rpi4"]))}
+    acc = rng.uniform(0.8, 0.95, len(codes))  # every client's accuracy of each candidate
+    clients = {"orin_nx": 3.0, "rpi4": 7.0}  # summed aggregation weights per tier
+    # what the clients score: 0 where their own tier misses the deadline; the fleet mean of that
+    scores = {t: np.where(lat[t] <= deadlines[t], acc, 0.0) for t in clients}
+    fleet = sum(clients[t] * scores[t] for t in clients) / sum(clients.values())
+    out = runnable_accuracy(codes, fleet, clients, deadlines, tables)
+    slow_ok = lat["rpi4"] <= deadlines["rpi4"]
+    assert not slow_ok.all() and slow_ok.any()
+    assert np.allclose(out, acc)  # every candidate back at its accuracy among the clients able to run it
+    assert np.all(fleet[~slow_ok] < acc[~slow_ok])  # where the fleet mean had understated it

@@ -24,6 +24,7 @@ from simulations.federated_search import (
     privacy_utility,
     rescore_history,
     run_scenario,
+    scenario_deadlines,
     tier_deadlines,
 )
 from tests.federation.conftest import SMALL_SPACE
@@ -41,6 +42,15 @@ def test_fleet_skips_the_mcu_and_deadlines_bite(space) -> None:
     assert "stm32h7" not in tiers and {"rpi4", "orin_nx"} <= set(tiers)
     d = tier_deadlines(space, tiers, 0.5, seed=0)
     assert d["orin_nx"] < d["rpi4"] < d["rk3399_big"]  # faster devices get tighter deadlines (same quantile)
+
+
+def test_an_app_deadline_is_one_budget_for_every_tier(space) -> None:
+    tiers = default_tiers()
+    own = scenario_deadlines(Scenario(), space, tiers)
+    assert own == tier_deadlines(space, tiers, Scenario().deadline_quantile, seed=0)
+    assert scenario_deadlines(Scenario(deadline_ms=0.2), space, tiers) == {t: 0.2 for t in tiers}
+    with pytest.raises(ScenarioError, match="option 'deadline_ms'"):
+        Scenario(deadline_ms=0.0)
 
 
 def test_battery_traces_take_devices_offline(tmp_path: Path) -> None:
