@@ -52,7 +52,6 @@ import json
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -662,9 +661,9 @@ class FederatedSearch:
                 same = [p.deadline_ms for p in proposals.values() if p.tier == rep.tier]
                 deadlines[rep.tier] = float(np.median(same))
         known, known_mean = self.known()
-        per_tier: Counter[str] = Counter()
-        for rep, w in zip(reports, report_weights(reports, dp), strict=True):
-            per_tier[rep.tier] += float(w)  # the server's own aggregation weights, summed per tier
+        per_tier: dict[str, float] = {}
+        for report, w in zip(reports, report_weights(reports, dp), strict=True):
+            per_tier[report.tier] = per_tier.get(report.tier, 0.0) + float(w)  # the server's weights, per tier
         fronts_json, plans_json = self._fronts_and_plans(known, known_mean, sorted(deadlines), deadlines, per_tier)
         chosen = {
             "index": best,
