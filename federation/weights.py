@@ -40,7 +40,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping
 from flwr.supercore.differential_privacy import compute_stdv
 
 from federation.dp import NoiseSource, as_noise_source, snap
-from runtime.fileio import write_npz_atomic
+from runtime.fileio import write_bytes_atomic, write_npz_atomic
 
 __all__ = [
     "LOCAL_NOISE",
@@ -211,14 +210,7 @@ def export_supernet(weights: SupernetWeights, out_dir: str | os.PathLike[str]) -
         state = {k: torch.from_numpy(np.array(v)) for k, v in weights.arrays.items()}
         buf = io.BytesIO()
         torch.save(state, buf)
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=".supernet.pt.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(buf.getvalue())
-            os.replace(tmp, out / "supernet.pt")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes_atomic(out / "supernet.pt", buf.getvalue())
     # config.yaml last: TrainedSupernet.load needs both files, so a half-written directory is not loadable.
     write_text_atomic(out / "config.yaml", yaml.safe_dump(dict(weights.train_config), sort_keys=False))
     return out

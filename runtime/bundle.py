@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.fileio import temp_path_beside, write_text_atomic
 from runtime.netspec import NetSpec, NetSpecError
 from runtime.onnx_builder import SharedEntry, SharedWeights
 
@@ -491,11 +492,7 @@ class Bundle:
 # ---- writing ---------------------------------------------------------------------------------
 def write_manifest(root: Path, manifest: Manifest) -> None:
     """Write ``manifest.json`` atomically."""
-    text = json.dumps(manifest.to_json(), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".manifest.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, root / MANIFEST)
+    write_text_atomic(root / MANIFEST, json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
 def publish_directory(staging: Path, out: Path) -> None:
@@ -523,8 +520,7 @@ def pack(bundle_dir: str | Path, archive: str | Path) -> Path:
     src = Path(bundle_dir)
     Bundle.load(src)  # never pack a defective bundle
     dst = Path(archive)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent if str(dst.parent) else ".", prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_path_beside(dst)  # tarfile creates it: the umask's permissions, not mkstemp's 0600
     try:
         with tarfile.open(tmp, "w") as tar:
             for f in sorted(src.iterdir()):

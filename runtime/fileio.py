@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+import secrets
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -50,31 +51,48 @@ def load_yaml(path: str | os.PathLike[str], error: ErrorFactory) -> Any:
         raise error(f"{Path(path)}: not valid YAML ({exc})") from None
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
+def temp_path_beside(path: str | os.PathLike[str]) -> Path:
+    """A fresh hidden temporary name in ``path``'s directory (``os.replace`` must not cross filesystems)."""
+    p = Path(path)
+    return p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextmanager
+def atomic_writer(path: str | os.PathLike[str], binary: bool = True, sync: bool = False) -> Iterator[IO[Any]]:
+    """A file that replaces ``path`` only once fully written (and fsynced with ``sync``); removed on failure."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    tmp = temp_path_beside(p)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        fh: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")
+        with fh:
+            yield fh
+            fh.flush()
+            if sync:
+                os.fsync(fh.fileno())
         os.replace(tmp, p)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return p
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written); returns the path."""
+    with atomic_writer(path, binary=False) as fh:
+        fh.write(text)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename (never half-written); returns the path."""
+    with atomic_writer(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def write_npz_atomic(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> Path:
     """Write ``arrays`` as an uncompressed ``.npz`` (no pickle) via a temporary file and a rename; returns the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
+    with atomic_writer(path) as fh:
+        np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
+    return Path(path)

@@ -28,21 +28,19 @@ ORT folds each ``Slice`` into a private copy of the weights.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import onnx
 from numpy.lib.stride_tricks import sliding_window_view
 from onnx import TensorProto, helper, numpy_helper
 
+from runtime.fileio import atomic_writer
 from runtime.netspec import Activation, Add, Conv, Layer, Linear, NetSpec, Pool, SqueezeExcite
 
 SHARED_PREFIX = "shared::"
@@ -317,26 +315,6 @@ def slice_shared(full: np.ndarray, shape: Sequence[int], name: str = "tensor") -
     return full[tuple(slice(a, b) for a, b in _slices(shape, full.shape))]
 
 
-@contextmanager
-def _atomic_writer(path: Path) -> Iterator[IO[bytes]]:
-    """A binary file that replaces ``path`` only once fully written and synced.
-
-    The temporary file sits in the same directory (``os.replace`` must not cross filesystems)
-    and is created through ``os.open`` so it gets the umask's permissions, not mkstemp's 0600.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_shared(
     path: str | Path, arrays: Mapping[str, np.ndarray], *, alignment: int = SHARED_ALIGNMENT
 ) -> SharedWeights:
@@ -349,7 +327,7 @@ def write_shared(
         raise ValueError(f"alignment: {alignment} must be a positive multiple of 4 bytes")
     p = Path(path)
     entries: dict[str, SharedEntry] = {}
-    with _atomic_writer(p) as f:
+    with atomic_writer(p, sync=True) as f:
         offset = 0
         for name, value in arrays.items():
             arr = np.asarray(value)
@@ -625,7 +603,7 @@ def save_model(model: onnx.ModelProto, path: str | Path) -> Path:
     """
     p = Path(path)
     data = model.SerializeToString()  # raises for models over protobuf's 2 GiB limit
-    with _atomic_writer(p) as f:
+    with atomic_writer(p, sync=True) as f:
         f.write(data)
     return p
 

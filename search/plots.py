@@ -13,13 +13,13 @@ dominance is decided in minimisation form via ``search.pareto``.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from runtime.fileio import atomic_writer
 from search.pareto import Directed, ParetoError, direction_signs, pareto_front, to_minimisation
 
 # Colours for chosen operating points, cycled in the order the mapping gives them.
@@ -73,14 +73,8 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fmt = target.suffix.lstrip(".") or "png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, dpi=120, bbox_inches="tight")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(target) as fh:
+        fig.savefig(fh, format=fmt, dpi=120, bbox_inches="tight")
     return target
 
 

@@ -34,7 +34,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -43,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.fileio import write_text_atomic
+from runtime.fileio import atomic_writer, write_text_atomic
 
 __all__ = [
     "DescendantTracker",
@@ -391,14 +390,8 @@ def privacy_utility(
 
 def _save_figure(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as fh:
+        fig.savefig(fh, format="png", dpi=110, bbox_inches="tight")
     return path
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
+from runtime.fileio import temp_path_beside, write_text_atomic
 from search.arch import Arch
 from search.data import Dataset, batches
 from search.supernet.model import MobileNetV3Supernet, recalibrate_bn, resize_input
@@ -115,8 +115,7 @@ def evaluate(
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_path_beside(path)  # torch.save creates it: the umask's permissions
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
@@ -126,10 +125,7 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _atomic_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def _optimizer(cfg: SupernetTrainConfig, model: nn.Module, phase: PhaseConfig, steps: int) -> tuple[Any, Any]:
