@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from runtime.bundle import (
     sha256_file,
     write_manifest,
 )
+from runtime.fileio import temp_path_beside
 from runtime.netspec import NetSpec
 
 SHARED_FILE = "shared.bin"
@@ -159,7 +159,8 @@ def build_bundle(
     archive = out_path.suffix == ARCHIVE_SUFFIX
     parent = out_path.parent if str(out_path.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out_path.name}.staging-"))
+    staging = temp_path_beside(out_path)
+    staging.mkdir(mode=0o777)  # the umask's permissions (mkdtemp's 0700 would survive the rename)
     try:
         layout = None
         shared_entry = None

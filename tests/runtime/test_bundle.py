@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -155,3 +156,17 @@ def test_resized_low_mode_keeps_the_bundle_input(shared_bundle):
     model = onnx.load(str(shared_bundle.root / "low.onnx"), load_external_data=False)
     assert any(n.op_type == "Resize" for n in model.graph.node)
     assert shared_bundle.manifest.mode("low").netspec.input_shape == (1, 20, 20)
+
+
+def test_bundle_files_and_directory_get_the_umask_permissions(tmp_path):
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    out = tmp_path / "perm"
+    build_bundle(three_modes()[:2], out, share_weights=False)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask  # not mkdtemp's 0700
+    for f in out.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask, f.name  # not mkstemp's 0600
+    archive = build_bundle(three_modes()[:2], tmp_path / "perm.fnb", share_weights=False)
+    assert stat.S_IMODE((tmp_path / "perm.fnb").stat().st_mode) == 0o666 & ~mask, archive
