@@ -24,9 +24,10 @@ agreement in one run and prints one JSON document:
 
 Read ``kendall_tau`` against ``reference_noise.expected_tau_ceiling``. On the embedded MNIST
 digits every subnet of the demo space trains to 95–97 % on its own: the subnets' true spread
-(~0.4–0.6 points) is no larger than one training's seed noise (~0.4–0.5 points on 1,500 images),
-so three seeds put the ceiling near 0.65–0.75 and a τ ≥ 0.8 cannot be shown on this data, whatever
-the supernet; a data set on which the architectures differ by more than the seed noise can.
+(~0.4 points) is no larger than one training's seed noise (~0.4 points on 1,500 images), so
+three seeds put the ceiling near 0.65–0.70; about eight seeds lift it to 0.8, and a supernet must
+then rank 0.4-point differences. A data set on which the architectures differ by more than the
+seed noise makes the claim far easier to show.
 
 The stand-alone reference is the expensive, noisy half (each run is a full training; seeds move
 it by points). ``--reference-cache`` keeps every stand-alone run keyed by what determines it
