@@ -219,29 +219,27 @@ class TierFront:
 
 
 def runnable_accuracy(
-    codes: np.ndarray,
     mean: np.ndarray,
     weight_per_tier: Mapping[str, float],
     deadlines: Mapping[str, float],
-    tables: Mapping[str, SpaceCostTable],
+    latency_ms: Mapping[str, np.ndarray],
 ) -> np.ndarray:
     """Per candidate, the fleet mean rescaled to the clients whose tier meets its deadline, clipped to [0, 1].
 
     The fleet mean ``Σ_i w_i Score_i(A) / Σ_i w_i`` counts a 0 for every client that cannot run A in
     time; A's accuracy among the clients that can is that mean times ``W / W_runnable(A)``, with
-    ``W_t`` the summed aggregation weights of tier t's clients. Everything used is public or the
-    server's own: the tiers' deadlines, the catalogue latencies, the weights it aggregated with.
-    Post-processing of the released mean, so no privacy cost; the clip only removes values noise
-    pushed out of range. A candidate no tier can run keeps its mean (0 up to noise).
+    ``W_t`` the summed aggregation weights of tier t's clients and ``latency_ms[t]`` the catalogue
+    latency of each candidate on tier t. Everything used is public or the server's own. Post-
+    processing of the released mean, so no privacy cost; the clip only removes values noise pushed
+    out of range. A candidate no tier can run keeps its mean (0 up to noise).
     """
-    codes = np.atleast_2d(np.asarray(codes))
     mean = np.asarray(mean, dtype=np.float64).ravel()
     total = float(sum(weight_per_tier.values()))
-    runnable = np.zeros(len(codes))
+    runnable = np.zeros(len(mean))
     for tier, w in weight_per_tier.items():
-        if tier in deadlines and tier in tables:
-            runnable += w * (np.asarray(tables[tier].evaluate(codes)["latency_ms"]) <= deadlines[tier])
-        else:  # a tier without a deadline or a table runs everything: its zeros are real scores
+        if tier in deadlines and tier in latency_ms:
+            runnable += w * (np.asarray(latency_ms[tier]) <= deadlines[tier])
+        else:  # a tier without a deadline or latencies runs everything: its zeros are real scores
             runnable += w
     scale = np.divide(total, runnable, out=np.ones_like(runnable), where=runnable > 0)
     return np.clip(mean * scale, 0.0, 1.0)
@@ -253,10 +251,12 @@ def tier_fronts(
     space: MobileNetV3Space,
     tiers: Sequence[str],
     tables: Mapping[str, SpaceCostTable] | None = None,
+    costs: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, TierFront]:
     """Per tier (catalogue device name), the Pareto front of ``pool`` over (accuracy, latency_ms, energy_mj).
 
-    ``tables`` may hold prebuilt ``SpaceCostTable``s by tier (building one costs a few hundred ms).
+    ``tables`` may hold prebuilt ``SpaceCostTable``s by tier (building one costs a few hundred ms);
+    ``costs`` the pool's already evaluated costs by tier (``SpaceCostTable.evaluate``).
     """
     codes = np.atleast_2d(np.asarray(pool))
     acc = np.asarray(accuracy, dtype=np.float64).ravel()
@@ -264,8 +264,9 @@ def tier_fronts(
         raise DPError(f"tier_fronts: {acc.size} accuracies for a pool of {len(codes)} candidates")
     out: dict[str, TierFront] = {}
     for tier in dict.fromkeys(tiers):  # distinct, in order
-        table = (tables or {}).get(tier) or SpaceCostTable(space, load_device(tier))
-        cost = table.evaluate(codes)
+        cost = (costs or {}).get(tier)
+        if cost is None:
+            cost = ((tables or {}).get(tier) or SpaceCostTable(space, load_device(tier))).evaluate(codes)
         F = np.column_stack([-acc, cost["latency_ms"], cost["energy_mj"]])
         idx = pareto_front(F)
         metrics = {"accuracy": acc[idx], **{m: np.asarray(cost[m])[idx] for m in FRONT_METRICS}}

@@ -200,6 +200,29 @@ def score_candidates(codes: np.ndarray, accuracy: MetricFn, cost: SpaceCostTable
 
 
 # ---- torch paths (imported lazily) -------------------------------------------------------------
+def supernet_from_arrays(
+    space: MobileNetV3Space, alignment: int, arrays: Mapping[str, np.ndarray], what: str
+) -> Any:
+    """A ``MobileNetV3Supernet`` holding ``arrays`` (numpy, by ``state_dict`` name) — torch; ClientError if unfit.
+
+    BatchNorm statistics and step counters may be missing: they are not federated
+    (``federation.protocol.federated_arrays``); training normalises with the batch's statistics
+    and every evaluation recalibrates them. ``what`` names the arrays in the error.
+    """
+    import torch
+
+    from federation.protocol import BN_STATISTICS
+    from search.supernet.model import MobileNetV3Supernet
+
+    net = MobileNetV3Supernet(space, alignment)
+    result = net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith(("num_batches_tracked", *BN_STATISTICS))]
+    if missing or result.unexpected_keys:
+        unexpected = result.unexpected_keys[:3]
+        raise ClientError(f"{what}: does not fit the space's supernet (missing {missing[:3]}, unexpected {unexpected})")
+    return net
+
+
 def supernet_accuracy(
     supernet: Any,
     space: MobileNetV3Space,
@@ -276,7 +299,7 @@ def fine_tune(
     import torch.nn.functional as F
 
     from search.data import batches
-    from search.supernet.model import MobileNetV3Supernet, resize_input
+    from search.supernet.model import resize_input
     from search.supernet.schedule import DIMENSIONS, PhaseConfig, PhaseSampler
     from search.supernet.training import distillation_loss
 
@@ -285,14 +308,7 @@ def fine_tune(
     if len(partition) == 0:
         raise ClientError("partition: no local examples to fine-tune on")
     torch.manual_seed(seed % (2**31))
-    model = MobileNetV3Supernet(space, alignment)
-    result = model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()}, strict=False)
-    # BatchNorm buffers are not federated (``federated_arrays``); in train mode the batch statistics are used.
-    missing = [k for k in result.missing_keys if not k.endswith(("num_batches_tracked", "running_mean", "running_var"))]
-    if missing or result.unexpected_keys:
-        raise ClientError(
-            f"state: does not fit the space's supernet (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
-        )
+    model = supernet_from_arrays(space, alignment, state, "state")
     model.train()
     sampler = PhaseSampler(space, PhaseConfig(name="federated", elastic=DIMENSIONS, rule="sandwich", n_random=2))
     rng = np.random.default_rng(seed)

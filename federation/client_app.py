@@ -63,6 +63,7 @@ from federation.client import (
     predictor_accuracy,
     score_candidates,
     supernet_accuracy,
+    supernet_from_arrays,
 )
 from federation.protocol import (
     ProposeReply,
@@ -263,19 +264,7 @@ class _ByDigest:
 
 @lru_cache(maxsize=2)
 def _global_net(key: _ByDigest, space_json: str) -> Any:
-    import torch
-
-    from search.supernet.model import MobileNetV3Supernet
-
-    net = MobileNetV3Supernet(_space(space_json), key.alignment)
-    result = net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in key.weights.arrays.items()},
-                                 strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
-    if missing or result.unexpected_keys:
-        raise ClientSettingsError(
-            f"record 'supernet': the global weights do not fit the space's supernet (missing {missing[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]})"
-        )
+    net = supernet_from_arrays(_space(space_json), key.alignment, key.weights.arrays, "record 'supernet'")
     net.eval()
     return net
 

@@ -733,9 +733,11 @@ class FederatedSearch:
         for tier in {*tiers, *weight_per_tier}:
             if tier not in self._tables:
                 self._tables[tier] = SpaceCostTable(self.space, load_device(tier))
+        costs = {tier: self._tables[tier].evaluate(pool) for tier in {*tiers, *weight_per_tier}}
         # the fleet mean counts a 0 for every client too slow for a candidate: rescale to those who can run it
-        accuracy = runnable_accuracy(pool, mean, weight_per_tier, deadlines, self._tables)
-        fronts = tier_fronts(pool, accuracy, self.space, tiers, tables=self._tables)
+        latency = {tier: c["latency_ms"] for tier, c in costs.items()}
+        accuracy = runnable_accuracy(mean, weight_per_tier, deadlines, latency)
+        fronts = tier_fronts(pool, accuracy, self.space, tiers, costs=costs)
         fronts_json: dict[str, Any] = {}
         plans_json: dict[str, Any] = {}
         for tier, front in fronts.items():

@@ -246,19 +246,24 @@ class SupernetProbe:
         """{"largest": top-1 %, "smallest": top-1 %} of the supernet with these arrays."""
         digest = weights_digest(arrays)
         if digest not in self._cache:
-            import torch
-
+            from federation.client import supernet_from_arrays
             from search.supernet.evaluation import SupernetEvaluator
-            from search.supernet.model import MobileNetV3Supernet
 
-            net = MobileNetV3Supernet(self.space, self.alignment)
-            net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in arrays.items()}, strict=False)
+            net = supernet_from_arrays(self.space, self.alignment, arrays, "global supernet")
             net.eval()
             ev = SupernetEvaluator(net, self.space, self.train, self.val,
                                    recalibration_images=self.recalibration_images, seed=self.seed)
             acc = ev(self.codes)["accuracy"]
             self._cache[digest] = {"largest": float(acc[0]), "smallest": float(acc[1])}
         return dict(self._cache[digest])
+
+
+# ---- secure noise on weights ------------------------------------------------------------------------
+def _noised(a: np.ndarray, std: float, src: NoiseSource) -> np.ndarray:
+    """``a`` + N(0, std²) per coordinate from ``src`` (float64, snapped, cast back) if floating; else ``a``."""
+    if std > 0 and np.issubdtype(a.dtype, np.floating):
+        return snap(a.astype(np.float64) + src.normal(std, a.shape), std).astype(a.dtype)
+    return a
 
 
 # ---- secure central noise: Flower's wrapper, our randomness --------------------------------------
@@ -292,13 +297,8 @@ class SecureClientSideFixedClipping(DifferentialPrivacyClientSideFixedClipping):
     def _add_noise_to_aggregated_arrays(self, aggregated_arrays: ArrayRecord) -> ArrayRecord:
         std = compute_stdv(self.noise_multiplier, self.clipping_norm, self.num_sampled_clients)
         self.last_noise_std = float(std)
-        out = {}
-        for key, arr in aggregated_arrays.items():
-            a = arr.numpy()
-            if std > 0 and np.issubdtype(a.dtype, np.floating):
-                a = snap(a.astype(np.float64) + self.noise.normal(std, a.shape), std).astype(a.dtype)
-            out[key] = Array(np.asarray(a))
-        return ArrayRecord(out)
+        noised = {key: Array(_noised(arr.numpy(), float(std), self.noise)) for key, arr in aggregated_arrays.items()}
+        return ArrayRecord(noised)
 
 
 # ---- local DP: the client noises its own clipped update -----------------------------------------
@@ -312,13 +312,7 @@ def add_local_noise(
         raise WeightsError(f"local DP weights: field {LOCAL_NOISE!r}: need σ > 0, got {noise_multiplier!r}")
     src = as_noise_source(noise)
     std = float(noise_multiplier) * float(clip)
-    out = []
-    for a in arrays:
-        arr = np.asarray(a)
-        if np.issubdtype(arr.dtype, np.floating):
-            arr = snap(arr.astype(np.float64) + src.normal(std, arr.shape), std).astype(arr.dtype)
-        out.append(arr)
-    return out
+    return [_noised(np.asarray(a), std, src) for a in arrays]
 
 
 def local_noise_mod(noise_for: Callable[[Message, Context], NoiseSource | int | None]) -> Any:

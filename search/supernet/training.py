@@ -124,10 +124,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
         raise
 
 
-def _atomic_text(text: str, path: Path) -> None:
-    write_text_atomic(path, text)
-
-
 def _optimizer(cfg: SupernetTrainConfig, model: nn.Module, phase: PhaseConfig, steps: int) -> tuple[Any, Any]:
     o = cfg.optimizer
     opt: torch.optim.Optimizer
@@ -226,7 +222,7 @@ def _train(
         rng.bit_generator.state = state["sampler_rng"]
         phase_i, epoch_in_phase, global_epoch = state["phase"], state["epoch_in_phase"], state["global_epoch"]
         history = list(state["history"])
-    _atomic_text(yaml.safe_dump(resolved, sort_keys=False), out / "config.yaml")
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     opt: Any = None
     sched: Any = None
     epochs_this_call = 0
@@ -282,7 +278,7 @@ def _train(
             },
             ckpt_path,
         )
-        _atomic_text(json.dumps(history, indent=2), out / "history.json")
+        write_text_atomic(out / "history.json", json.dumps(history, indent=2))
         epochs_this_call += 1
         if stop_after is not None and epochs_this_call >= stop_after and phase_i < len(cfg.phases):
             break

@@ -196,7 +196,7 @@ def test_runnable_accuracy_undoes_the_zeros_of_clients_too_slow_for_a_candidate(
     # what the clients score: 0 where their own tier misses the deadline; the fleet mean of that
     scores = {t: np.where(lat[t] <= deadlines[t], acc, 0.0) for t in clients}
     fleet = sum(clients[t] * scores[t] for t in clients) / sum(clients.values())
-    out = runnable_accuracy(codes, fleet, clients, deadlines, tables)
+    out = runnable_accuracy(fleet, clients, deadlines, lat)
     slow_ok = lat["rpi4"] <= deadlines["rpi4"]
     assert not slow_ok.all() and slow_ok.any()
     assert np.allclose(out, acc)  # every candidate back at its accuracy among the clients able to run it
