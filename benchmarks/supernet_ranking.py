@@ -312,6 +312,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 data=dataclasses.asdict(cfg.data),
                 split_seed=cfg.seed,
                 eval_split=args.eval_split,
+                # torch's reductions differ with the thread count, and a training amplifies that
+                # to a point or so of accuracy: a run on 1 thread is not the run on 2
+                threads=args.threads,
             )
             cached = cache.get(key)
             if cached is not None:
