@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
         "--config",
         required=True,
         metavar="FILE.yaml|PRESET",
-        help="training configuration: a YAML file or a preset (demo, long)",
+        help="training configuration: a YAML file or a preset (demo, long, slim)",
     )
     t.add_argument("--out", required=True, metavar="DIR", help="output directory")
     t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")

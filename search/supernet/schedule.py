@@ -89,7 +89,7 @@ RULES = ("uniform", "sandwich", "fairnas")
 OPTIMIZERS = ("sgd", "adam")
 
 
-PRESETS: tuple[str, ...] = ("demo", "long")
+PRESETS: tuple[str, ...] = ("demo", "long", "slim")
 
 
 class SupernetConfigError(ValueError):
@@ -278,7 +278,7 @@ class SupernetTrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> SupernetTrainConfig:
-        """Load and validate a YAML file, or a shipped preset by name (``demo``, ``long``)."""
+        """Load and validate a YAML file, or a shipped preset by name (``demo``, ``long``, ``slim``)."""
         if isinstance(path, str) and path in PRESETS:
             return cls.preset(path)
         p = Path(path)
@@ -292,7 +292,11 @@ class SupernetTrainConfig:
 
     @classmethod
     def preset(cls, name: str) -> SupernetTrainConfig:
-        """A shipped configuration: ``demo`` (the demo's ~1-minute MNIST run) or ``long`` (the full MNIST space)."""
+        """The shipped configuration ``name``.
+
+        ``demo`` (the demo's ~1-minute MNIST run), ``long`` (the full MNIST space) or ``slim`` (a
+        width-elastic MNIST space whose subnets differ by points: the ranking benchmark's).
+        """
         if name not in PRESETS:
             raise SupernetConfigError(f"supernet preset {name!r} is not known; allowed: {', '.join(PRESETS)}")
         resource = importlib.resources.files("search.supernet") / "presets" / f"{name}.yaml"

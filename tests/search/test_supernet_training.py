@@ -20,6 +20,7 @@ from search.supernet.schedule import (  # noqa: E402
     SupernetConfigError,
     SupernetTrainConfig,
     fair_permutations,
+    make_space,
 )
 from search.supernet.training import distillation_loss, train_supernet  # noqa: E402
 
@@ -201,11 +202,15 @@ def test_config_errors_name_file_field_and_allowed(tmp_path: Path, text: str, ne
 
 
 def test_shipped_presets_validate_and_load_by_name() -> None:
-    for name in ("demo", "long"):
+    for name in ("demo", "long", "slim"):
         cfg = SupernetTrainConfig.load(name)
         assert cfg == SupernetTrainConfig.preset(name)
-        assert cfg.data.dataset == "mnist5k" and len(cfg.phases) >= 3
-    with pytest.raises(SupernetConfigError, match="allowed: demo, long"):
+        assert cfg.data.dataset == "mnist5k" and len(cfg.phases) >= 2
+    # the ranking benchmark's space: width is elastic and trained (a phase releases it)
+    slim = SupernetTrainConfig.preset("slim")
+    assert len(make_space(slim.space).config.widths) == 3
+    assert any("width" in phase.elastic for phase in slim.phases)
+    with pytest.raises(SupernetConfigError, match="allowed: demo, long, slim"):
         SupernetTrainConfig.preset("tiny")
 
 
