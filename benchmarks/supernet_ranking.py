@@ -7,27 +7,34 @@ agreement in one run and prints one JSON document:
 
 1. the supernet: ``--supernet DIR`` (a ``train_supernet`` output directory with ``supernet.pt``
    and ``config.yaml``) or, without it, trained here with ``--config`` (default
-   the ``demo`` preset) into ``--out``;
+   the ``slim`` preset) into ``--out``;
 2. ``--n-subnets`` (≥ 12) architectures spread over the space: a seeded pool is costed (MACs of the
    NetSpec) and one arch is drawn from each MACs quantile bin;
 3. each one's supernet-inherited top-1 on the validation split (``SupernetEvaluator``: extract,
    BN recalibration on ``eval.bn_images`` training images, evaluate);
 4. each one's stand-alone top-1 on the same images: the extracted architecture re-initialised
    (seeded) and trained from scratch on the same training split (Adam, cosine LR) for
-   ``--epochs`` epochs, ``--standalone-seeds`` times, averaged;
-5. Kendall τ-b and Spearman ρ between the two, per-subnet rows and timings, and the reference's
-   own noise ceiling (``reference_noise``): from the seed-to-seed spread and the subnets' true
-   spread, the τ a *perfect* ranker could reach against this reference.
+   ``--epochs`` epochs (a short schedule), ``--standalone-seeds`` times, averaged;
+5. Kendall τ-b and Spearman ρ between the two, the same for MACs alone (the proxy a supernet has
+   to beat to be worth its training), per-subnet rows and timings, and the reference's own noise
+   ceiling (``reference_noise``): from the seed-to-seed spread and the subnets' true spread, the
+   τ a *perfect* ranker could reach against this reference.
 
-    python -m benchmarks.supernet_ranking [--supernet DIR] [--config YAML] [--epochs 12]
-        [--standalone-seeds 3] [--eval-split val+test] [--reference-cache FILE.json] [--quick]
+    python -m benchmarks.supernet_ranking [--supernet DIR] [--config YAML] [--epochs 5]
+        [--standalone-seeds 5] [--eval-split val+test] [--reference-cache FILE.json] [--quick]
 
-Read ``kendall_tau`` against ``reference_noise.expected_tau_ceiling``. On the embedded MNIST
-digits every subnet of the demo space trains to 95–97 % on its own: the subnets' true spread
-(~0.4 points) is no larger than one training's seed noise (~0.4 points on 1,500 images), so
-three seeds put the ceiling near 0.65–0.70; about eight seeds lift it to 0.8, and a supernet must
-then rank 0.4-point differences. A data set on which the architectures differ by more than the
-seed noise makes the claim far easier to show.
+Read ``kendall_tau`` against ``reference_noise.expected_tau_ceiling`` and
+``kendall_tau_macs_vs_standalone``. A τ goal above the ceiling cannot be shown against the
+reference whatever the supernet, so the defaults are chosen by the ceiling alone:
+
+- the ``demo`` space is no place to measure ranking: on the embedded digits every one of its
+  subnets trains to 95–97 % on its own, the subnets' true spread (~0.4 points) is no larger than
+  one training's seed noise (~0.4 points on 1,500 images), and even 8 seeds leave the ceiling at
+  0.77 (12 epochs);
+- the ``slim`` preset adds elastic width (0.25–1×); its subnets train to 84–95 % in 5 epochs, a
+  true spread of ~3.4 points against ~1.2 points of seed noise: ceiling 0.87 with 3 seeds, about
+  0.9 with 5. With 12 epochs its spread shrinks to ~1.2 points and the ceiling falls to 0.77, so
+  the short schedule is the default.
 
 The stand-alone reference is the expensive, noisy half (each run is a full training; seeds move
 it by points). ``--reference-cache`` keeps every stand-alone run keyed by what determines it
@@ -67,7 +74,7 @@ from search.supernet.model import MobileNetV3Supernet, NetSpecModule, resize_inp
 from search.supernet.schedule import SupernetTrainConfig, make_space
 from search.supernet.trained import load_splits
 
-DEFAULT_CONFIG = "demo"
+DEFAULT_CONFIG = "slim"
 GOAL_TAU = 0.8
 
 
@@ -233,15 +240,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--supernet", help="train_supernet output dir (or supernet.pt; then --config)")
     parser.add_argument("--config", help=f"supernet training YAML or preset name [{DEFAULT_CONFIG}]")
     parser.add_argument("--out", default="runs/supernet_ranking", help="where to train the supernet if not given")
-    parser.add_argument("--n-subnets", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=12, help="stand-alone training epochs per subnet [12]")
-    parser.add_argument("--lr", type=float, default=0.005)
+    parser.add_argument("--n-subnets", type=int, default=16, help="subnets ranked, one per MACs quantile bin [16]")
+    parser.add_argument("--epochs", type=int, default=5, help="stand-alone training epochs per subnet [5]")
+    parser.add_argument("--lr", type=float, default=0.005, help="stand-alone peak learning rate [0.005]")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="stand-alone optimizer [adam]")
     parser.add_argument(
         "--standalone-seeds",
         type=int,
-        default=3,
-        help="stand-alone trainings per subnet, averaged; ≥ 2 gives the noise ceiling [3]",
+        default=5,
+        help="stand-alone trainings per subnet, averaged; ≥ 2 gives the noise ceiling [5]",
     )
     parser.add_argument(
         "--eval-split",
@@ -256,7 +263,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--reference-cache",
         help="JSON file keeping every stand-alone run (resume; reuse the reference across supernets)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="picks the subnets and seeds their stand-alone runs; 1, 2… give other sets [0]",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budgets, rough numbers")
     parser.add_argument("--no-progress", action="store_true")
