@@ -586,13 +586,23 @@ class DescendantTracker:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop sampling (idempotent) after one last look, so nothing started since the last tick is missed."""
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._snapshot()
 
     def reap(self, timeout_s: float = 10.0) -> list[int]:
-        """End the tracked processes still alive (SIGTERM, then SIGKILL after ``timeout_s``); returns their PIDs."""
+        """End the tracked processes still alive (SIGTERM, then SIGKILL after ``timeout_s``); returns their PIDs.
+
+        Sampling stops first: the sampler thread would otherwise add PIDs while they are iterated.
+        """
         import psutil
 
+        self.stop()
         alive = []
         for pid, created in self._seen.items():
             try:

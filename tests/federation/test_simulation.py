@@ -15,6 +15,7 @@ from federation.dp import DPConfig
 from federation.server import FederatedSearch, accumulate, tiered_release
 from runtime.telemetry import load_trace
 from simulations.federated_search import (
+    DescendantTracker,
     Scenario,
     ScenarioError,
     battery_traces,
@@ -140,3 +141,22 @@ def test_run_simulation_end_to_end_leaves_no_ray_process(
     # Ray was started and shut down by the run: none of its processes is left behind
     assert psutil.Process().children(recursive=True) == []
     assert _ray_processes() - before == set()
+
+
+def test_tracker_reaps_inside_its_block_with_sampling_stopped() -> None:
+    # run_scenario reaps inside the tracker's `with`: the sampler thread must not be adding PIDs
+    # while reap iterates them (it did: "dictionary changed size during iteration" in CI)
+    import subprocess
+    import sys
+
+    with DescendantTracker(interval_s=0.01) as tracker:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            reaped = tracker.reap(timeout_s=5.0)
+            assert not tracker._thread.is_alive()
+            assert child.pid in reaped  # the last look before stopping caught it even between ticks
+            assert child.wait(timeout=5.0) is not None
+        finally:
+            if child.poll() is None:
+                child.kill()
+
