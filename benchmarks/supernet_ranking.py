@@ -41,9 +41,9 @@ it by points). ``--reference-cache`` keeps every stand-alone run keyed by what d
 (architecture, seed, schedule, data split, evaluation images): an interrupted benchmark resumes
 where it stopped, and several supernets are ranked against the very same reference.
 
-``--quick`` shrinks everything (supernet trained one epoch per phase on 512 batches-capped data,
-stand-alone training 1 epoch capped at 40 batches, 12 subnets): it checks the pipeline and gives
-rough numbers, not the claim.
+``--quick`` shrinks the training (supernet: one epoch per phase, at most 30 batches each;
+stand-alone: one epoch of at most 40 batches; still ``--n-subnets`` × ``--standalone-seeds`` runs,
+about 2 minutes on 2 cores): it checks the pipeline and gives rough numbers, not the claim.
 """
 
 from __future__ import annotations
