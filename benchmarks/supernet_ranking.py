@@ -32,9 +32,9 @@ reference whatever the supernet, so the defaults are chosen by the ceiling alone
   one training's seed noise (~0.4 points on 1,500 images), and even 8 seeds leave the ceiling at
   0.77 (12 epochs);
 - the ``slim`` preset adds elastic width (0.25–1×); its subnets train to 84–95 % in 5 epochs, a
-  true spread of ~3.4 points against ~1.2 points of seed noise: ceiling 0.87 with 3 seeds, about
-  0.9 with 5. With 12 epochs its spread shrinks to ~1.2 points and the ceiling falls to 0.77, so
-  the short schedule is the default.
+  true spread of ~3.4 points against ~1.2 points of seed noise: ceiling 0.87 with 3 seeds,
+  0.86–0.90 with 5 (four subnet sets). With 12 epochs its spread shrinks to ~1.2 points and the
+  ceiling falls to 0.77, so the short schedule is the default.
 
 The stand-alone reference is the expensive, noisy half (each run is a full training; seeds move
 it by points). ``--reference-cache`` keeps every stand-alone run keyed by what determines it

@@ -159,4 +159,3 @@ def test_tracker_reaps_inside_its_block_with_sampling_stopped() -> None:
         finally:
             if child.poll() is None:
                 child.kill()
-
