@@ -34,7 +34,8 @@ def register(subparsers: Any) -> None:
         epilog="outputs in OUT: supernet.pt (state dict), config.yaml (resolved), history.json, checkpoint.pt\n\n"
         "examples:\n"
         "  fleetnas supernet train --config demo --out out/supernet\n"
-        "  fleetnas supernet train --config demo --out out/supernet --resume",
+        "  fleetnas supernet train --config demo --out out/supernet --resume\n"
+        "  fleetnas supernet train --config slim --seed 1 --out out/slim_1   # an ensemble member",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     t.add_argument(
@@ -44,6 +45,13 @@ def register(subparsers: Any) -> None:
         help="training configuration: a YAML file or a preset (demo, long, slim)",
     )
     t.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    t.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="another training seed (initialisation, subnet sampling, batch order) on the config's data split: "
+        "members of a supernet ensemble, compared on the same validation images [the config's]",
+    )
     t.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     add_json_flag(t, nested=True)
     t.set_defaults(func=_train)
@@ -56,6 +64,10 @@ def _train(args: argparse.Namespace) -> int:
         cfg = SupernetTrainConfig.load(args.config)
     except SupernetConfigError as exc:
         raise CliError(str(exc)) from None
+    if args.seed is not None:
+        if args.seed < 0:
+            raise CliError(f"--seed: need a non-negative integer, got {args.seed}")
+        cfg = cfg.reseeded(args.seed)
     if args.resume and not (Path(args.out) / "checkpoint.pt").exists():
         raise CliError(f"--resume: no checkpoint in {args.out}")
     from search.supernet.training import train_supernet  # imports torch
@@ -67,7 +79,8 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(
             f"fleetnas: interrupted; continue with: fleetnas supernet train --config {args.config} "
-            f"--out {args.out} --resume",
+            + (f"--seed {args.seed} " if args.seed is not None else "")
+            + f"--out {args.out} --resume",
             file=sys.stderr,
         )
         raise

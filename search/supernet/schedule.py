@@ -10,7 +10,8 @@ naming the file, the dotted field path and the allowed keys)::
     seed: 0                  # torch + numpy seeds, data split/proxy/shuffle, subnet sampling
     threads: 2               # torch.set_num_threads
     deterministic: true      # torch.use_deterministic_algorithms(True)
-    data: {dataset: mnist5k, split: [0.7, 0.15, 0.15], proxy_fraction: 1.0, batch_size: 64, max_batches: null}
+    data: {dataset: mnist5k, split: [0.7, 0.15, 0.15], split_seed: null, proxy_fraction: 1.0, batch_size: 64,
+           max_batches: null}  # split_seed: seeds the split and proxy (null: ``seed``)
     optimizer: {name: sgd, momentum: 0.9, nesterov: true, weight_decay: 3.0e-5, label_smoothing: 0.0}
     distill: {lambda: 0.5, temperature: 1.0}
     eval: {bn_images: 500, max_images: null}
@@ -50,7 +51,7 @@ from __future__ import annotations
 import importlib.resources
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,16 @@ class SupernetConfigError(ValueError):
 # ---- configuration values ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataConfig:
-    """Which data the supernet trains on; ``split`` is (train, validation[, test]) fractions."""
+    """Which data the supernet trains on; ``split`` is (train, validation[, test]) fractions.
+
+    ``split_seed`` draws the split and the proxy subset; None uses the run's ``seed``. Members of
+    a supernet ensemble differ in ``seed`` only, so they must pin it: they are compared on the
+    same validation images.
+    """
 
     dataset: str = "mnist5k"
     split: tuple[float, ...] = (0.7, 0.15, 0.15)
+    split_seed: int | None = None
     proxy_fraction: float = 1.0
     batch_size: int = 64
     max_batches: int | None = None  # cap per epoch (quick runs, tests)
@@ -230,6 +237,8 @@ class SupernetTrainConfig:
                     f"{source}: field 'data.split': need 2 or 3 positive fractions summing to 1, got {sp!r}"
                 )
             dkw["split"] = tuple(float(v) for v in sp)
+        if d.get("split_seed") is not None:
+            dkw["split_seed"] = _int(d["split_seed"], source, "data.split_seed", 0)
         if "proxy_fraction" in d:
             dkw["proxy_fraction"] = _float(d["proxy_fraction"], source, "data.proxy_fraction", 0.0, 1.0, lo_open=True)
         if "batch_size" in d:
@@ -309,6 +318,15 @@ class SupernetTrainConfig:
         out["distill"] = {"lambda": self.distill.weight, "temperature": self.distill.temperature}
         out["phases"] = [{**asdict(p), "elastic": list(p.elastic)} for p in self.phases]
         return out
+
+    @property
+    def split_seed(self) -> int:
+        """The seed of the data split and proxy: ``data.split_seed``, else ``seed``."""
+        return self.seed if self.data.split_seed is None else self.data.split_seed
+
+    def reseeded(self, seed: int) -> SupernetTrainConfig:
+        """This run with another training ``seed`` (init, subnet sampling, batch order) on the same data split."""
+        return replace(self, seed=seed, data=replace(self.data, split_seed=self.split_seed))
 
     @property
     def total_epochs(self) -> int:

@@ -30,8 +30,8 @@ def load_splits(cfg: SupernetTrainConfig) -> tuple[Dataset, ...]:
     d = cfg.data
     ds = load_dataset(d.dataset)
     if d.proxy_fraction < 1.0:
-        ds = proxy(ds, d.proxy_fraction, seed=cfg.seed)
-    return tuple(split(ds, d.split, seed=cfg.seed))
+        ds = proxy(ds, d.proxy_fraction, seed=cfg.split_seed)
+    return tuple(split(ds, d.split, seed=cfg.split_seed))
 
 
 @dataclass(frozen=True)

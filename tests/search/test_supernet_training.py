@@ -191,6 +191,7 @@ def test_config_defaults_and_round_trip(tmp_path: Path) -> None:
         ("optimizer: {name: rmsprop}\n", "field 'optimizer.name'"),
         ("data: {split: [0.5, 0.2]}\n", "field 'data.split'"),
         ("distill: {lambda: 2}\n", "field 'distill.lambda'"),
+        ("data: {split_seed: -1}\n", "field 'data.split_seed'"),
     ],
 )
 def test_config_errors_name_file_field_and_allowed(tmp_path: Path, text: str, needle: str) -> None:
@@ -199,6 +200,21 @@ def test_config_errors_name_file_field_and_allowed(tmp_path: Path, text: str, ne
     with pytest.raises(SupernetConfigError) as err:
         SupernetTrainConfig.load(p)
     assert str(p) in str(err.value) and needle in str(err.value)
+
+
+def test_reseeded_member_keeps_the_data_split() -> None:
+    from search.supernet.trained import load_splits
+
+    cfg = tiny_config()
+    assert cfg.data.split_seed is None and cfg.split_seed == cfg.seed == 3
+    member = cfg.reseeded(7)
+    assert member.seed == 7 and member.split_seed == 3 and member.data.split_seed == 3
+    assert SupernetTrainConfig.from_dict(member.to_dict()) == member
+    same, other = load_splits(cfg), load_splits(member)
+    assert all(np.array_equal(a.y, b.y) and np.array_equal(a.x, b.x) for a, b in zip(same, other, strict=True))
+    # a plain seed change moves the split as before (a config without split_seed)
+    moved = load_splits(tiny_config(seed=7))
+    assert not np.array_equal(moved[1].y, same[1].y)
 
 
 def test_shipped_presets_validate_and_load_by_name() -> None:
@@ -269,3 +285,14 @@ def test_cli_train_and_help(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert args.func(args) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["epochs"] == 1 and 0.0 <= payload["max_accuracy"] <= 1.0
+    # --seed: an ensemble member on the same split, recorded in the resolved config
+    args = parser.parse_args(
+        ["supernet", "train", "--config", str(tmp_path / "c.yaml"), "--seed", "9", "--out", str(tmp_path / "m")]
+    )
+    assert args.func(args) == 0
+    member = SupernetTrainConfig.load(tmp_path / "m" / "config.yaml")
+    assert member.seed == 9 and member.split_seed == cfg.seed
+    assert not torch.equal(
+        torch.load(tmp_path / "o" / "supernet.pt")["head.classifier.weight"],
+        torch.load(tmp_path / "m" / "supernet.pt")["head.classifier.weight"],
+    )
