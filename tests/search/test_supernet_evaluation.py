@@ -117,3 +117,66 @@ def test_rejects_mismatched_data(supernet, space, data) -> None:
         SupernetEvaluator(supernet, space, data[0], rgb)
     with pytest.raises(SupernetEvalError, match="recalibration_images"):
         SupernetEvaluator(supernet, space, data[0], data[1], recalibration_images=0)
+
+
+def test_expected_score_is_the_mean_true_label_probability(supernet, space, data) -> None:
+    codes = _codes(space, supernet)
+    top1 = _evaluator(supernet, space, data)
+    soft = _evaluator(supernet, space, data, score="expected", per_class=True)
+    got = soft(codes)
+    x = torch.from_numpy(np.array(data[1].x, dtype=np.float32))
+    y = torch.from_numpy(np.array(data[1].y, dtype=np.int64))
+    for i, code in enumerate(codes):
+        arch = space.decode(code)
+        with torch.no_grad():
+            prob = top1.subnet(arch)(resize_input(x, int(arch["resolution"]))).double().softmax(dim=1)
+        p_true = prob[torch.arange(len(y)), y].numpy()
+        assert got["accuracy"][i] == pytest.approx(100.0 * p_true.mean(), abs=1e-9)
+        for c in range(int(y.max()) + 1):
+            assert got["class_accuracy"][i, c] == pytest.approx(100.0 * p_true[y.numpy() == c].mean(), abs=1e-9)
+        # the same pass gives top-1 as the default evaluator reports it
+        scores = soft.scores_of(soft.subnet(arch), int(arch["resolution"]))
+        assert scores.top1 == top1(code[None])["accuracy"][0]
+        assert scores.top1 == pytest.approx(100.0 * float((prob.argmax(1) == y).double().mean()), abs=1e-9)
+        assert scores.expected == got["accuracy"][i]
+    assert np.all((got["accuracy"] > 0.0) & (got["accuracy"] < 100.0))
+
+
+def test_rejects_unknown_score(supernet, space, data) -> None:
+    with pytest.raises(SupernetEvalError, match=r"field 'score': 'soft'; allowed: top1, expected"):
+        _evaluator(supernet, space, data, score="soft")
+
+
+def test_ensemble_averages_its_members(supernet, space, data) -> None:
+    from search.supernet.evaluation import SupernetEnsembleEvaluator
+
+    codes = _codes(space, supernet)
+    other = MobileNetV3Supernet(space)  # an untrained member: different weights, same space
+    other.eval()
+    members = [
+        _evaluator(supernet, space, data, score="expected", per_class=True),
+        _evaluator(other, space, data, score="expected", per_class=True),
+    ]
+    ens = SupernetEnsembleEvaluator(members)
+    got = ens(codes)
+    alone = [m(codes) for m in members]
+    assert not np.allclose(alone[0]["accuracy"], alone[1]["accuracy"])
+    for key in ("accuracy", "class_accuracy"):
+        np.testing.assert_allclose(got[key], (alone[0][key] + alone[1][key]) / 2)
+    per_member = ens.member_scores(space.decode(codes[0]))
+    assert [m.expected for m in per_member] == [a["accuracy"][0] for a in alone]
+    problem = SpaceProblem(space, [ens], [Objective("accuracy", "max")])
+    assert problem.metrics(codes[:1])["accuracy"].shape == (1,)
+
+
+def test_ensemble_rejects_members_that_do_not_match(supernet, space, data) -> None:
+    from search.supernet.evaluation import SupernetEnsembleEvaluator
+
+    with pytest.raises(SupernetEvalError, match="field 'members': need at least one"):
+        SupernetEnsembleEvaluator([])
+    top1 = _evaluator(supernet, space, data)
+    with pytest.raises(SupernetEvalError, match=r"field 'members\[1\].score': 'expected', member 0 has 'top1'"):
+        SupernetEnsembleEvaluator([top1, _evaluator(supernet, space, data, score="expected")])
+    shifted = SupernetEvaluator(supernet, space, data[0], data[1].take(np.arange(95, -1, -1)), recalibration_images=64)
+    with pytest.raises(SupernetEvalError, match=r"members\[1\]'.*same data split"):
+        SupernetEnsembleEvaluator([top1, shifted])
