@@ -250,6 +250,42 @@ class ReferenceCache:
             write_text_atomic(self.path, json.dumps({"runs": self.runs}, indent=1, sort_keys=True))
 
 
+def reference_key(
+    cfg: SupernetTrainConfig,
+    args: argparse.Namespace,
+    code: np.ndarray,
+    init_seed: int,
+    data_seed: int,
+    epochs: int,
+    max_batches: int | None,
+) -> str:
+    """The reference cache's key of one stand-alone run: everything that determines its accuracy.
+
+    The supernets' training seeds are not part of it: every ensemble, and one supernet alone, is
+    ranked against the same runs.
+    """
+    return ReferenceCache.key(
+        code=[int(v) for v in code],
+        space=cfg.space,
+        alignment=cfg.alignment,
+        init_seed=init_seed,
+        data_seed=data_seed,
+        epochs=epochs,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        batch_size=cfg.data.batch_size,
+        max_batches=max_batches,
+        # split_seed has its own entry (the effective seed); leaving the field out keeps caches
+        # written before it existed valid
+        data={k: v for k, v in dataclasses.asdict(cfg.data).items() if k != "split_seed"},
+        split_seed=cfg.split_seed,
+        eval_split=args.eval_split,
+        # torch's reductions differ with the thread count, and a training amplifies that to a
+        # point or so of accuracy: a run on 1 thread is not the run on 2
+        threads=args.threads,
+    )
+
+
 def reference_noise(runs: np.ndarray) -> dict[str, Any] | None:
     """How far the stand-alone reference's own noise caps τ: seed and between-subnet spread, expected τ ceiling.
 
@@ -389,24 +425,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs = []
         for rep in range(args.standalone_seeds):
             init_seed = args.seed + 1000 + i + 100_000 * rep
-            key = ReferenceCache.key(
-                code=[int(v) for v in code],
-                space=cfg.space,
-                alignment=cfg.alignment,
-                init_seed=init_seed,
-                data_seed=args.seed + rep,
-                epochs=epochs,
-                lr=args.lr,
-                optimizer=args.optimizer,
-                batch_size=cfg.data.batch_size,
-                max_batches=max_batches,
-                data=dataclasses.asdict(cfg.data),
-                split_seed=cfg.split_seed,
-                eval_split=args.eval_split,
-                # torch's reductions differ with the thread count, and a training amplifies that
-                # to a point or so of accuracy: a run on 1 thread is not the run on 2
-                threads=args.threads,
-            )
+            key = reference_key(cfg, args, code, init_seed, args.seed + rep, epochs, max_batches)
             cached = cache.get(key)
             if cached is not None:
                 runs.append(cached)

@@ -44,3 +44,22 @@ def test_reference_cache_persists_and_refuses_foreign_files(tmp_path) -> None:
     path.write_text("[1, 2]")
     with pytest.raises(SystemExit, match="not a reference cache"):
         ReferenceCache(str(path))
+
+
+def test_reference_key_ignores_the_supernet_seed_but_not_the_split() -> None:
+    import argparse
+
+    from benchmarks.supernet_ranking import reference_key
+    from search.supernet.schedule import SupernetTrainConfig
+
+    args = argparse.Namespace(lr=0.005, optimizer="adam", eval_split="val+test", threads=2)
+    cfg = SupernetTrainConfig.preset("slim")
+    code = np.arange(5)
+
+    def key(c: SupernetTrainConfig) -> str:
+        return reference_key(c, args, code, 1000, 0, 5, None)
+
+    # an ensemble member (another training seed, the split pinned) shares one supernet's reference
+    assert key(cfg.reseeded(cfg.seed)) == key(cfg) == key(cfg.reseeded(cfg.seed + 3))
+    assert key(SupernetTrainConfig.from_dict({**cfg.to_dict(), "seed": 7})) != key(cfg)  # another split
+    assert reference_key(cfg, args, code, 1000, 1, 5, None) != key(cfg)
