@@ -18,14 +18,16 @@ agreement in one run and prints one JSON document:
 4. each one's stand-alone top-1 on the same images: the extracted architecture re-initialised
    (seeded) and trained from scratch on the same training split (Adam, cosine LR) for
    ``--epochs`` epochs (a short schedule), ``--standalone-seeds`` times, averaged;
-5. Kendall τ-b and Spearman ρ between the two, the same for MACs alone (the proxy a supernet has
-   to beat to be worth its training), per-subnet rows and timings, and the reference's own noise
-   ceiling (``reference_noise``): from the seed-to-seed spread and the subnets' true spread, the
-   τ a *perfect* ranker could reach against this reference.
+5. for each subnet set (``--seed S …``: each picks its own subnets) and for all of them pooled
+   (the top-level figures, and ``goal_met``): Kendall τ-b and Spearman ρ between the two, the
+   same for MACs alone (the proxy a supernet has to beat to be worth its training), per-subnet
+   rows and timings, and the reference's own noise ceiling (``reference_noise``): from the
+   seed-to-seed spread and the subnets' true spread, the τ a *perfect* ranker could reach
+   against this reference.
 
     python -m benchmarks.supernet_ranking [--supernet DIR ...] [--ensemble 4] [--config YAML]
         [--score expected] [--epochs 5] [--standalone-seeds 5] [--eval-split val+test]
-        [--reference-cache FILE.json] [--seed 0] [--quick]
+        [--reference-cache FILE.json] [--seed 0 [1 …]] [--quick]
 
 Read ``kendall_tau`` against ``reference_noise.expected_tau_ceiling`` and
 ``kendall_tau_macs_vs_standalone``. A τ goal above the ceiling cannot be shown against the
@@ -319,6 +321,118 @@ def fresh_subnet(space: MobileNetV3Space, alignment: int, arch: Arch, seed: int)
     return MobileNetV3Supernet(space, alignment).extract(arch)
 
 
+def measure_set(
+    set_seed: int,
+    args: argparse.Namespace,
+    cfg: SupernetTrainConfig,
+    nets: list[MobileNetV3Supernet],
+    train: Dataset,
+    val: Dataset,
+    recalibration_images: int,
+    cache: ReferenceCache,
+    epochs: int,
+    max_batches: int | None,
+) -> dict[str, Any]:
+    """One subnet set: its subnets' MACs, members' scores, stand-alone runs (arrays by subnet) and JSON rows.
+
+    ``set_seed`` picks the subnets, the recalibration images and the stand-alone runs' seeds.
+    """
+    space = nets[0].space
+    codes, macs = pick_subnets(space, cfg.alignment, args.n_subnets, set_seed)
+    ensemble = SupernetEnsembleEvaluator(
+        [
+            SupernetEvaluator(n, space, train, val, recalibration_images=recalibration_images, seed=set_seed)
+            for n in nets
+        ]
+    )
+    t0 = time.perf_counter()
+    # (subnets, members): both scores from one evaluation pass per subnet and member
+    scored = [ensemble.member_scores(space.decode(code)) for code in codes]
+    member_top1 = np.array([[m.top1 for m in row] for row in scored])
+    member_expected = np.array([[m.expected for m in row] for row in scored])
+    eval_seconds = time.perf_counter() - t0
+    reused = 0
+    rows = []
+    seconds_per_subnet = np.zeros(len(codes))
+    all_runs = np.zeros((len(codes), args.standalone_seeds))
+    for i, (code, mac) in enumerate(zip(codes, macs, strict=True)):
+        arch = space.decode(code)
+        t1 = time.perf_counter()
+        for rep in range(args.standalone_seeds):
+            init_seed = set_seed + 1000 + i + 100_000 * rep
+            key = reference_key(cfg, args, code, init_seed, set_seed + rep, epochs, max_batches)
+            cached = cache.get(key)
+            if cached is not None:
+                all_runs[i, rep] = cached
+                reused += 1
+                continue
+            sub = fresh_subnet(space, cfg.alignment, arch, init_seed)
+            acc = train_standalone(
+                sub, arch, train, val, epochs, args.lr, cfg.data.batch_size, set_seed + rep, max_batches, args.optimizer
+            )
+            cache.put(key, acc)
+            all_runs[i, rep] = acc
+        seconds_per_subnet[i] = time.perf_counter() - t1
+        top1, expected, standalone = member_top1[i].mean(), member_expected[i].mean(), all_runs[i].mean()
+        rows.append(
+            {
+                "arch": arch.to_json(),
+                "code": [int(v) for v in code],
+                "macs": int(mac),
+                "supernet_accuracy": float(top1),
+                "supernet_expected_accuracy": float(expected),
+                "member_accuracy": [float(v) for v in member_top1[i]],
+                "member_expected_accuracy": [float(v) for v in member_expected[i]],
+                "standalone_accuracy": float(standalone),
+                "standalone_runs": [float(r) for r in all_runs[i]],
+                "standalone_seconds": round(float(seconds_per_subnet[i]), 2),
+            }
+        )
+        if not args.no_progress:
+            print(
+                f"[set {set_seed}: {i + 1}/{len(codes)}] macs {mac:,} supernet top-1 {top1:.2f}% "
+                f"expected {expected:.2f}% standalone {standalone:.2f}% ({seconds_per_subnet[i]:.1f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return {
+        "macs": macs.astype(np.float64),
+        "member_top1": member_top1,
+        "member_expected": member_expected,
+        "standalone_runs": all_runs,
+        "standalone": all_runs.mean(axis=1),
+        "standalone_seconds": seconds_per_subnet,
+        "rows": rows,
+        "reused": reused,
+        "eval_seconds": eval_seconds,
+    }
+
+
+def rank_summary(m: dict[str, Any], score: str) -> dict[str, Any]:
+    """Rank agreement of subnets ``m`` (``measure_set``'s arrays, one set or several pooled) under ``score``."""
+    top1, expected = m["member_top1"].mean(axis=1), m["member_expected"].mean(axis=1)
+    members = m["member_expected"] if score == "expected" else m["member_top1"]
+    inherited, standalone, runs = members.mean(axis=1), m["standalone"], m["standalone_runs"]
+    k = members.shape[1]
+    return {
+        "kendall_tau": kendall_tau(inherited, standalone),
+        "supernet_score": score,
+        "spearman": spearman(inherited, standalone),
+        "kendall_tau_by_score": {"top1": kendall_tau(top1, standalone), "expected": kendall_tau(expected, standalone)},
+        "ensemble_size": k,
+        "kendall_tau_per_member": {
+            "top1": [kendall_tau(m["member_top1"][:, j], standalone) for j in range(k)],
+            "expected": [kendall_tau(m["member_expected"][:, j], standalone) for j in range(k)],
+        },
+        "kendall_tau_between_members": [
+            kendall_tau(members[:, a], members[:, b]) for a in range(k) for b in range(a + 1, k)
+        ],
+        "kendall_tau_macs_vs_standalone": kendall_tau(m["macs"], standalone),
+        "kendall_tau_per_standalone_seed": [kendall_tau(inherited, runs[:, j]) for j in range(runs.shape[1])],
+        "reference_noise": reference_noise(runs),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -363,8 +477,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--seed",
         type=int,
-        default=0,
-        help="picks the subnets and seeds their stand-alone runs; 1, 2… give other sets [0]",
+        nargs="+",
+        default=[0],
+        metavar="S",
+        help="subnet set(s): S picks --n-subnets subnets and seeds their stand-alone runs; several sets are "
+        "ranked one by one and pooled (the top-level τ and goal_met are the pooled ones) [0]",
     )
     parser.add_argument(
         "--score",
@@ -381,10 +498,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--n-subnets: need at least 12")
     if args.ensemble < 1:
         parser.error("--ensemble: need at least 1")
+    if len(set(args.seed)) != len(args.seed):
+        parser.error(f"--seed: {args.seed} repeats a subnet set")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     nets, cfg, supernet_info = get_supernets(args)
-    space = nets[0].space
     parts = load_splits(cfg)
     train, val = parts[0], parts[1]
     if args.eval_split == "val+test":
@@ -396,130 +514,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     epochs = 1 if args.quick else args.epochs
     max_batches = 40 if args.quick else None
 
-    codes, macs = pick_subnets(space, cfg.alignment, args.n_subnets, args.seed)
     recalibration_images = args.recalibration_images or cfg.eval.bn_images
-    ensemble = SupernetEnsembleEvaluator(
-        [
-            SupernetEvaluator(n, space, train, val, recalibration_images=recalibration_images, seed=args.seed)
-            for n in nets
-        ]
-    )
-    t0 = time.perf_counter()
-    # (subnets, members): both scores from one evaluation pass per subnet and member
-    scored = [ensemble.member_scores(space.decode(code)) for code in codes]
-    member_top1 = np.array([[m.top1 for m in row] for row in scored])
-    member_expected = np.array([[m.expected for m in row] for row in scored])
-    top1, expected = member_top1.mean(axis=1), member_expected.mean(axis=1)
-    inherited = expected if args.score == "expected" else top1
-    inherited_seconds = time.perf_counter() - t0
-
     cache = ReferenceCache(args.reference_cache)
-    reused = 0
-    rows = []
-    standalone_seconds: list[float] = []
-    standalone = np.zeros(len(codes))
-    all_runs = np.zeros((len(codes), args.standalone_seeds))
-    for i, (code, mac) in enumerate(zip(codes, macs, strict=True)):
-        arch = space.decode(code)
-        t1 = time.perf_counter()
-        runs = []
-        for rep in range(args.standalone_seeds):
-            init_seed = args.seed + 1000 + i + 100_000 * rep
-            key = reference_key(cfg, args, code, init_seed, args.seed + rep, epochs, max_batches)
-            cached = cache.get(key)
-            if cached is not None:
-                runs.append(cached)
-                reused += 1
-                continue
-            sub = fresh_subnet(space, cfg.alignment, arch, init_seed)
-            acc = train_standalone(
-                sub,
-                arch,
-                train,
-                val,
-                epochs,
-                args.lr,
-                cfg.data.batch_size,
-                args.seed + rep,
-                max_batches,
-                args.optimizer,
-            )
-            cache.put(key, acc)
-            runs.append(acc)
-        standalone[i] = float(np.mean(runs))
-        all_runs[i] = runs
-        seconds = time.perf_counter() - t1
-        standalone_seconds.append(seconds)
-        rows.append(
-            {
-                "arch": arch.to_json(),
-                "code": [int(v) for v in code],
-                "macs": int(mac),
-                "supernet_accuracy": float(top1[i]),
-                "supernet_expected_accuracy": float(expected[i]),
-                "member_accuracy": [float(v) for v in member_top1[i]],
-                "member_expected_accuracy": [float(v) for v in member_expected[i]],
-                "standalone_accuracy": float(standalone[i]),
-                "standalone_runs": [float(r) for r in runs],
-                "standalone_seconds": round(seconds, 2),
-            }
-        )
-        if not args.no_progress:
-            print(
-                f"[{i + 1}/{len(codes)}] macs {mac:,} supernet top-1 {top1[i]:.2f}% expected {expected[i]:.2f}% "
-                f"standalone {standalone[i]:.2f}% "
-                f"({seconds:.1f}s)",
-                file=sys.stderr,
-                flush=True,
-            )
-    tau = kendall_tau(inherited, standalone)
+    sets = [
+        measure_set(s, args, cfg, nets, train, val, recalibration_images, cache, epochs, max_batches) for s in args.seed
+    ]
+    pooled = {key: np.concatenate([m[key] for m in sets]) for key in sets[0] if isinstance(sets[0][key], np.ndarray)}
+    summary = rank_summary(pooled, args.score)
     result = {
         "claim": "supernet-inherited accuracy ranks subnets like stand-alone training",
         "goal_kendall_tau": GOAL_TAU,
-        "kendall_tau": tau,
-        "supernet_score": args.score,
-        "spearman": spearman(inherited, standalone),
-        "kendall_tau_by_score": {"top1": kendall_tau(top1, standalone), "expected": kendall_tau(expected, standalone)},
-        "ensemble_size": len(nets),
-        "kendall_tau_per_member": {
-            "top1": [kendall_tau(member_top1[:, k], standalone) for k in range(len(nets))],
-            "expected": [kendall_tau(member_expected[:, k], standalone) for k in range(len(nets))],
-        },
-        "kendall_tau_between_members": [
-            kendall_tau(
-                member_expected[:, a] if args.score == "expected" else member_top1[:, a],
-                member_expected[:, b] if args.score == "expected" else member_top1[:, b],
-            )
-            for a in range(len(nets))
-            for b in range(a + 1, len(nets))
-        ],
-        "kendall_tau_macs_vs_standalone": kendall_tau(macs, standalone),
-        "kendall_tau_per_standalone_seed": [kendall_tau(inherited, all_runs[:, k]) for k in range(all_runs.shape[1])],
-        "reference_noise": reference_noise(all_runs),
-        "goal_met": bool(tau >= GOAL_TAU),
-        "n_subnets": len(codes),
+        **summary,
+        "goal_met": bool(summary["kendall_tau"] >= GOAL_TAU),
+        "subnet_sets": list(args.seed),
+        "n_subnets": len(pooled["standalone"]),
         "quick": bool(args.quick),
         "dataset": {"name": cfg.data.dataset, "train": len(train), "eval": len(val), "eval_split": args.eval_split},
         "supernets": supernet_info,
         "standalone_training": {
             "epochs": epochs,
             "seeds_averaged": args.standalone_seeds,
-            "runs_reused_from_cache": reused,
+            "runs_reused_from_cache": sum(m["reused"] for m in sets),
             "reference_cache": args.reference_cache,
             "max_batches_per_epoch": max_batches,
             "lr": args.lr,
             "batch_size": cfg.data.batch_size,
             "optimizer": "adam, cosine" if args.optimizer == "adam" else "sgd nesterov 0.9, cosine, wd 3e-5",
         },
-        "recalibration_images": ensemble.members[0].recalibration_images,
+        "recalibration_images": recalibration_images,
         "timing": {
-            "supernet_eval_seconds_total": round(inherited_seconds, 2),
-            "supernet_eval_seconds_per_subnet": round(inherited_seconds / len(codes), 3),
-            "standalone_seconds_total": round(sum(standalone_seconds), 2),
+            "supernet_eval_seconds_total": round(sum(m["eval_seconds"] for m in sets), 2),
+            "supernet_eval_seconds_per_subnet": round(
+                sum(m["eval_seconds"] for m in sets) / len(pooled["standalone"]), 3
+            ),
+            "standalone_seconds_total": round(float(pooled["standalone_seconds"].sum()), 2),
             "total_seconds": round(time.perf_counter() - started, 2),
         },
         "platform": {"python": platform.python_version(), "torch": torch.__version__, "threads": args.threads},
-        "rows": rows,
+        "sets": [
+            {"seed": seed, **rank_summary(m, args.score), "rows": m["rows"]}
+            for seed, m in zip(args.seed, sets, strict=True)
+        ],
     }
     print(json.dumps(result, indent=2))
     return result

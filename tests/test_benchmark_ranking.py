@@ -63,3 +63,28 @@ def test_reference_key_ignores_the_supernet_seed_but_not_the_split() -> None:
     assert key(cfg.reseeded(cfg.seed)) == key(cfg) == key(cfg.reseeded(cfg.seed + 3))
     assert key(SupernetTrainConfig.from_dict({**cfg.to_dict(), "seed": 7})) != key(cfg)  # another split
     assert reference_key(cfg, args, code, 1000, 1, 5, None) != key(cfg)
+
+
+def test_rank_summary_ranks_the_member_mean_of_the_chosen_score() -> None:
+    from benchmarks.supernet_ranking import rank_summary
+
+    rng = np.random.default_rng(2)
+    truth = rng.normal(90.0, 3.0, 20)
+    runs = truth[:, None] + rng.normal(0.0, 1.0, (20, 5))
+    top1 = truth[:, None] + rng.normal(0.0, 2.0, (20, 3))
+    expected = truth[:, None] - 4.0 + rng.normal(0.0, 1.0, (20, 3))
+    m = {
+        "macs": rng.permutation(20).astype(float),
+        "member_top1": top1,
+        "member_expected": expected,
+        "standalone_runs": runs,
+        "standalone": runs.mean(axis=1),
+    }
+    soft = rank_summary(m, "expected")
+    assert soft["kendall_tau"] == kendall_tau(expected.mean(axis=1), runs.mean(axis=1))
+    assert soft["kendall_tau_by_score"]["top1"] == rank_summary(m, "top1")["kendall_tau"]
+    assert soft["kendall_tau_per_member"]["expected"][2] == kendall_tau(expected[:, 2], runs.mean(axis=1))
+    assert len(soft["kendall_tau_between_members"]) == 3 and soft["ensemble_size"] == 3
+    assert soft["kendall_tau_between_members"][0] == kendall_tau(expected[:, 0], expected[:, 1])
+    assert soft["kendall_tau_macs_vs_standalone"] == kendall_tau(m["macs"], runs.mean(axis=1))
+    assert 0.8 < soft["reference_noise"]["expected_tau_ceiling"] < 1.0  # true σ 3, seed-mean noise 0.45
