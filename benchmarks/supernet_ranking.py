@@ -44,7 +44,7 @@ reference whatever the supernet, so the defaults are chosen by the ceiling alone
 
 The supernet side is noisy too, and that, not a bias, is what kept one supernet's top-1 at about
 MACs' τ: two ``slim`` supernets that differ only in their training seed rank the same 96 subnets
-with τ 0.75–0.79 against each other (two single stand-alone runs: 0.68). Both defaults cut that
+with τ 0.76–0.80 against each other (two single stand-alone runs: 0.68). Both defaults cut that
 noise, measured on six subnet sets (96 subnets; sets 4 and 5 drawn after every choice was made):
 
 - ``--score expected``: each image adds its true-label probability instead of 0 or 1, so a few
@@ -104,6 +104,12 @@ def quick_config(cfg: SupernetTrainConfig) -> SupernetTrainConfig:
     return dataclasses.replace(cfg, phases=phases, data=data)
 
 
+def same_split_and_space(cfg: SupernetTrainConfig) -> tuple[Any, ...]:
+    """What ensemble members must share: the space and every input of the data split (``load_splits``)."""
+    d = cfg.data
+    return (cfg.space, cfg.alignment, d.dataset, d.split, d.proxy_fraction, cfg.split_seed)
+
+
 def get_supernets(
     args: argparse.Namespace,
 ) -> tuple[list[MobileNetV3Supernet], SupernetTrainConfig, list[dict[str, Any]]]:
@@ -136,12 +142,7 @@ def get_supernets(
             weights = out / "supernet.pt"
         if cfg is None:
             cfg = member_cfg
-        elif (member_cfg.space, member_cfg.alignment, member_cfg.split_seed, member_cfg.data.dataset) != (
-            cfg.space,
-            cfg.alignment,
-            cfg.split_seed,
-            cfg.data.dataset,
-        ):
+        elif same_split_and_space(member_cfg) != same_split_and_space(cfg):
             raise SystemExit(
                 f"--supernet {given}: another space, alignment or data split than {sources[0]}; "
                 "ensemble members differ in their training seed only (fleetnas supernet train --seed N)"

@@ -88,3 +88,14 @@ def test_rank_summary_ranks_the_member_mean_of_the_chosen_score() -> None:
     assert soft["kendall_tau_between_members"][0] == kendall_tau(expected[:, 0], expected[:, 1])
     assert soft["kendall_tau_macs_vs_standalone"] == kendall_tau(m["macs"], runs.mean(axis=1))
     assert 0.8 < soft["reference_noise"]["expected_tau_ceiling"] < 1.0  # true σ 3, seed-mean noise 0.45
+
+
+def test_ensemble_members_must_share_the_split_not_the_seed() -> None:
+    from benchmarks.supernet_ranking import same_split_and_space
+    from search.supernet.schedule import SupernetTrainConfig
+
+    cfg = SupernetTrainConfig.preset("slim")
+    assert same_split_and_space(cfg.reseeded(cfg.seed + 5)) == same_split_and_space(cfg)
+    other = cfg.to_dict()
+    other["data"] = {**other["data"], "split": [0.8, 0.1, 0.1]}
+    assert same_split_and_space(SupernetTrainConfig.from_dict(other)) != same_split_and_space(cfg)
